@@ -1,0 +1,174 @@
+"""The one place where the harness starts other programs.
+
+Every command line is logged (``harness.proc`` logger) before it runs, so a
+``-v`` run shows exactly what was executed.  Commands never go through a
+shell: arguments are passed as a list, so user-supplied values cannot be
+interpreted by one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from harness.errors import StageError
+
+log = logging.getLogger(__name__)
+
+Arg = str | os.PathLike[str]
+
+
+@dataclass(frozen=True)
+class Completed:
+    """Outcome of a finished command."""
+
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+    duration: float
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+def format_argv(argv: Sequence[Arg]) -> str:
+    return shlex.join(str(a) for a in argv)
+
+
+def _env(extra: Mapping[str, str] | None) -> dict[str, str] | None:
+    if extra is None:
+        return None
+    env = dict(os.environ)
+    env.update(extra)
+    return env
+
+
+def run(
+    argv: Sequence[Arg],
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    input: str | bytes | None = None,
+    check: bool = True,
+    timeout: float | None = None,
+    log_to: IO[str] | None = None,
+    what: str | None = None,
+) -> Completed:
+    """Run ``argv`` to completion.
+
+    Output is captured and returned, unless ``log_to`` is given: then stdout
+    and stderr are both streamed into that file and the returned strings are
+    empty.  With ``check`` a non-zero exit raises :class:`StageError` naming
+    ``what`` (or the program) and the tail of its error output.
+    """
+    args = tuple(str(a) for a in argv)
+    log.info("run: %s%s", format_argv(args), f"  (cwd={cwd})" if cwd else "")
+    if log_to is not None:
+        log_to.write(f"$ {format_argv(args)}\n")
+        log_to.flush()
+    start = time.monotonic()
+    text = not isinstance(input, bytes)
+    try:
+        proc = subprocess.Popen(
+            args,
+            cwd=cwd,
+            env=_env(env),
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=log_to if log_to is not None else subprocess.PIPE,
+            stderr=subprocess.STDOUT if log_to is not None else subprocess.PIPE,
+            text=text,
+            start_new_session=False,
+        )
+    except FileNotFoundError as exc:
+        raise StageError(f"{args[0]}: command not found (run 'harness doctor')") from exc
+    try:
+        out, err = proc.communicate(input=input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill(proc)
+        raise StageError(f"{what or args[0]}: timed out after {timeout:.0f}s") from None
+    except BaseException:
+        # Ctrl-C or any other interruption: never leave the child running.
+        _kill(proc)
+        raise
+    duration = time.monotonic() - start
+    if isinstance(out, bytes):
+        out = out.decode(errors="replace")
+    if isinstance(err, bytes):
+        err = err.decode(errors="replace")
+    result = Completed(args, proc.returncode, out or "", err or "", duration)
+    if check and proc.returncode != 0:
+        tail = (result.stderr or result.stdout).strip().splitlines()[-5:]
+        detail = ("\n" + "\n".join(tail)) if tail else ""
+        raise StageError(
+            f"{what or args[0]} failed (exit {proc.returncode}): {format_argv(args)}{detail}"
+        )
+    return result
+
+
+def _kill(proc: subprocess.Popen[str] | subprocess.Popen[bytes]) -> None:
+    """Terminate a child, escalating to SIGKILL, and reap it."""
+    if proc.poll() is not None:
+        return
+    try:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    except ProcessLookupError:
+        pass
+
+
+def start(
+    argv: Sequence[Arg],
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    stdout: IO[bytes] | int | None = subprocess.DEVNULL,
+    new_session: bool = True,
+) -> subprocess.Popen[bytes]:
+    """Start a long-running child (QEMU...).  The caller must :func:`stop` it."""
+    args = tuple(str(a) for a in argv)
+    log.info("start: %s", format_argv(args))
+    try:
+        return subprocess.Popen(
+            args,
+            cwd=cwd,
+            env=_env(env),
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=subprocess.STDOUT,
+            start_new_session=new_session,
+        )
+    except FileNotFoundError as exc:
+        raise StageError(f"{args[0]}: command not found (run 'harness doctor')") from exc
+
+
+def stop(proc: subprocess.Popen[bytes], grace: float = 5.0) -> int:
+    """Terminate a child started with :func:`start` and reap it; returns its status."""
+    if proc.poll() is None:
+        try:
+            proc.terminate()
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        except ProcessLookupError:
+            pass
+    return proc.returncode if proc.returncode is not None else -1
+
+
+def which(program: str) -> str | None:
+    from shutil import which as _which
+
+    return _which(program)
