@@ -14,7 +14,7 @@ import shlex
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -113,6 +113,60 @@ def run(
             f"{what or args[0]} failed (exit {proc.returncode}): {format_argv(args)}{detail}"
         )
     return result
+
+
+def stream(
+    argv: Sequence[Arg],
+    *,
+    log_to: IO[str],
+    on_line: Callable[[str], None] | None = None,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    input: str | None = None,
+) -> Completed:
+    """Run ``argv``, copying its combined output line by line into ``log_to``.
+
+    ``on_line`` sees each line as it arrives (for progress display).  The exit
+    status is returned, never raised: the caller reads the log to explain a
+    failure.
+    """
+    args = tuple(str(a) for a in argv)
+    log.info("run: %s%s", format_argv(args), f"  (cwd={cwd})" if cwd else "")
+    log_to.write(f"$ {format_argv(args)}\n")
+    log_to.flush()
+    start = time.monotonic()
+    try:
+        proc = subprocess.Popen(
+            args,
+            cwd=cwd,
+            env=_env(env),
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+        )
+    except FileNotFoundError as exc:
+        raise StageError(f"{args[0]}: command not found (run 'harness doctor')") from exc
+    try:
+        if input is not None and proc.stdin is not None:
+            try:
+                proc.stdin.write(input)
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log_to.write(line)
+            if on_line is not None:
+                on_line(line.rstrip("\n"))
+        proc.wait()
+    except BaseException:
+        _kill(proc)
+        raise
+    finally:
+        log_to.flush()
+    return Completed(args, proc.returncode, "", "", time.monotonic() - start)
 
 
 def _kill(proc: subprocess.Popen[str] | subprocess.Popen[bytes]) -> None:
