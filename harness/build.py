@@ -138,6 +138,14 @@ def sync_tree(new: Path, old: Path) -> int:
     changed patch touched.  Returns the number of files replaced or removed.
     """
     changed = 0
+    for dirpath, dirnames, filenames in os.walk(old, topdown=True):
+        rel = os.path.relpath(dirpath, old)
+        for name in list(dirnames) + filenames:
+            if not os.path.lexists(new / rel / name):
+                cache.remove_tree(Path(dirpath) / name)
+                changed += 1
+                if name in dirnames:
+                    dirnames.remove(name)
     for dirpath, dirnames, filenames in os.walk(new):
         rel = os.path.relpath(dirpath, new)
         target_dir = old / rel
@@ -151,14 +159,6 @@ def sync_tree(new: Path, old: Path) -> int:
                     cache.remove_tree(dst)
             os.replace(src, dst)
             changed += 1
-    for dirpath, dirnames, filenames in os.walk(old, topdown=True):
-        rel = os.path.relpath(dirpath, old)
-        for name in list(dirnames) + filenames:
-            if not os.path.lexists(new / rel / name):
-                cache.remove_tree(Path(dirpath) / name)
-                changed += 1
-                if name in dirnames:
-                    dirnames.remove(name)
     return changed
 
 

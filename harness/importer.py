@@ -113,7 +113,9 @@ class _Section:
     hunks: list[tuple[int, _Hunk]] = field(default_factory=list)  # (stated new start, hunk)
 
 
-def import_patch(text: str, against: Path | None = None, *, name: str = "patch text") -> ImportedPatch:
+def import_patch(
+    text: str, against: Path | None = None, *, name: str = "patch text"
+) -> ImportedPatch:
     """Recover the patch in ``text``; ``against`` is a pristine tree to restore context from."""
     warnings: list[str] = []
     lines = _clean(text, name, warnings)
@@ -170,7 +172,7 @@ def _clean(text: str, name: str, warnings: list[str]) -> list[_Src]:
         result.append(_Src(lineno, rest, markers == depth))
         outside += markers < depth
     if depth:
-        warnings.append(f"removed {depth} level(s) of quote markers; {outside} unquoted lines ignored")
+        warnings.append(f"removed {depth} level(s) of quote markers, ignored {outside} other lines")
     if fences:
         warnings.append(f"dropped {fences} code-fence lines")
     return result
@@ -195,7 +197,11 @@ def _file_header_at(body: list[_Src], i: int) -> int | None:
     """If ``body[i:]`` is (metadata)* ``--- `` ``+++ ``, return the index of the ``--- `` line."""
     while i + 1 < len(body) and _META_RE.match(body[i].text):
         i += 1
-    if i + 1 < len(body) and body[i].text.startswith("--- ") and body[i + 1].text.startswith("+++ "):
+    if (
+        i + 1 < len(body)
+        and body[i].text.startswith("--- ")
+        and body[i + 1].text.startswith("+++ ")
+    ):
         return i
     return None
 
@@ -286,7 +292,9 @@ def _parse_sections(
             old = _header_name(body[header].text[4:])
             new = _header_name(body[header + 1].text[4:])
             if old is None and new is None:
-                raise InputError(f"{name}: line {body[header].lineno}: both file names are /dev/null")
+                raise InputError(
+                    f"{name}: line {body[header].lineno}: both file names are /dev/null"
+                )
             sections.append(_Section(old, new, _target_path(old, new, against)))
             hunk = None
             i = header + 2
@@ -339,13 +347,16 @@ def _trim(section: _Section, index: int, hunk: _Hunk, warnings: list[str]) -> No
             if line.kind not in (only, "\\", "?"):
                 break
             kept.append(line)
-        while kept and kept[-1].kind == "?":
-            kept.pop()
         noise = sum(1 for line in kept if line.kind == "?")
         if noise:
             warnings.append(f"{where}: dropped {noise} bare noise lines")
+        kept = [line for line in kept if line.kind != "?"]
     else:
-        strong = [n for n, line in enumerate(hunk.lines) if line.kind in "+-\\" or not line.lost_marker]
+        strong = [
+            n
+            for n, line in enumerate(hunk.lines)
+            if line.kind in "+-\\" or (line.kind == " " and not line.lost_marker)
+        ]
         kept = hunk.lines[: strong[-1] + 1] if strong else []
         for line in hunk.lines[len(kept) :]:
             if sum(1 for ln in kept if ln.kind in " -?") >= hunk.old_count:
@@ -353,20 +364,33 @@ def _trim(section: _Section, index: int, hunk: _Hunk, warnings: list[str]) -> No
             kept.append(line)
     dropped = [line for line in hunk.lines[len(kept) :] if line.text.strip()]
     if dropped:
-        warnings.append(f"{where}: ignored {len(dropped)} trailing lines from line {dropped[0].lineno}")
-    hunk.lines = [line for line in kept if line.kind != "?" or section.old is not None]
+        warnings.append(
+            f"{where}: ignored {len(dropped)} trailing lines at line {dropped[0].lineno}"
+        )
+    hunk.lines = kept
     lost = sum(1 for line in hunk.lines if line.lost_marker)
     if lost:
         warnings.append(f"{where}: {lost} context lines had lost their leading space")
 
 
 def _guess_bare_lines(path: str, index: int, hunk: _Hunk, warnings: list[str]) -> None:
-    """Without a tree, drop bare lines only if that makes the stated old count come out."""
-    bare = sum(1 for line in hunk.lines if line.kind == "?")
-    old, _ = hunk.counts()
-    if bare and old - bare == hunk.old_count and old != hunk.old_count:
-        hunk.lines = [line for line in hunk.lines if line.kind != "?"]
-        warnings.append(f"{path}: hunk {index}: dropped {bare} bare lines as noise")
+    """Without a tree, drop bare lines as noise while the old side exceeds the stated count.
+
+    Repeated bare lines go first, then bare lines at either end of the hunk, then the rest.
+    """
+    lines = hunk.lines
+    excess = hunk.counts()[0] - hunk.old_count
+
+    def rank(n: int) -> int:
+        if n and lines[n - 1].kind == "?":
+            return 0
+        return 1 if n in (0, len(lines) - 1) else 2
+
+    bare = sorted((n for n, line in enumerate(lines) if line.kind == "?"), key=rank)
+    drop = set(bare[: max(excess, 0)]) if 0 < excess <= len(bare) else set()
+    if drop:
+        warnings.append(f"{path}: hunk {index}: dropped {len(drop)} bare lines as noise")
+    hunk.lines = [line for n, line in enumerate(lines) if n not in drop]
     for line in hunk.lines:
         if line.kind == "?":
             line.kind = " "
@@ -413,53 +437,53 @@ def _align(items: list[_Line], lines: list[str], pos: int) -> list[int | None] |
     return result[::-1]
 
 
+def _locate(
+    items: list[_Line], lines: list[str], stated: int, floor: int
+) -> list[int | None] | None:
+    """Try ``_align`` at the stated position, then ever further away from it."""
+    for offset in range(_SEARCH_WINDOW + 1):
+        for pos in (stated + offset, stated - offset) if offset else (stated,):
+            if floor <= pos <= len(lines) and (matched := _align(items, lines, pos)) is not None:
+                return matched
+    return None
+
+
 def _restore(section: _Section, against: Path, warnings: list[str]) -> None:
+    """Give context and removed lines the exact text of the file; drop bare noise lines."""
     path = against / section.path
     if not path.is_file():
         raise InputError(f"{section.path}: not found in {against} (the patch changes it)")
     lines, final_newline = _read_lines(path)
     floor = 0
     for index, (new_start, hunk) in enumerate(section.hunks, 1):
+        where = f"{section.path}: hunk {index}"
         items = [line for line in hunk.lines if line.kind in " -?"]
-        stated = max(hunk.old_start - 1, 0)
-        matched = None
-        for offset in range(_SEARCH_WINDOW + 1):
-            for pos in {stated + offset, stated - offset}:
-                if pos >= floor and (matched := _align(items, lines, pos)) is not None:
-                    break
-            if matched is not None:
-                break
+        matched = _locate(items, lines, max(hunk.old_start - 1, 0), floor)
         if matched is None:
             raise InputError(
-                f"{section.path}: hunk {index} ({hunk.stated(new_start)}): context not found "
-                f"in {against} near line {hunk.old_start}"
+                f"{where} ({hunk.stated(new_start)}): context not found in {against} "
+                f"near line {hunk.old_start}"
             )
-        found = [j for j in matched if j is not None]
-        start = found[0] + 1 if found else hunk.old_start
-        if start != hunk.old_start:
-            warnings.append(f"{section.path}: hunk {index}: found at line {start}, stated {hunk.old_start}")
-        kept: list[_Line] = []
-        restored = noise = 0
-        for item, j in zip(items, matched, strict=True):
-            if j is None:
-                noise += 1
-                item.kind = ""
-                continue
-            restored += item.text != lines[j] or item.kind == "?"
+        pairs = [(item, j) for item, j in zip(items, matched, strict=True) if j is not None]
+        noise = [item for item, j in zip(items, matched, strict=True) if j is None]
+        restored = sum(1 for item, j in pairs if item.text != lines[j] or item.kind == "?")
+        for item, j in pairs:
             item.text = lines[j]
             item.kind = " " if item.kind == "?" else item.kind
-        for line in hunk.lines:
-            if line.kind:
-                kept.append(line)
-        if found and found[-1] == len(lines) - 1 and not final_newline and kept[-1].kind in " -":
-            kept.append(_Line("\\", _NO_NEWLINE[1:], kept[-1].lineno))
-        hunk.lines = kept
-        hunk.old_start = start
-        floor = found[-1] + 1 if found else floor
+        hunk.lines = [line for line in hunk.lines if all(line is not item for item in noise)]
+        if pairs:
+            if pairs[0][1] + 1 != hunk.old_start:
+                warnings.append(
+                    f"{where}: found at line {pairs[0][1] + 1}, stated {hunk.old_start}"
+                )
+            hunk.old_start = pairs[0][1] + 1
+            floor = pairs[-1][1] + 1
+            if floor == len(lines) and not final_newline and hunk.lines[-1] is pairs[-1][0]:
+                hunk.lines.append(_Line("\\", _NO_NEWLINE[1:], hunk.lines[-1].lineno))
         if noise:
-            warnings.append(f"{section.path}: hunk {index}: dropped {noise} bare noise lines")
+            warnings.append(f"{where}: dropped {len(noise)} bare noise lines")
         if restored:
-            warnings.append(f"{section.path}: hunk {index}: restored {restored} lines from the tree")
+            warnings.append(f"{where}: restored {restored} lines from the tree")
 
 
 # 5. recount and render --------------------------------------------------------
@@ -471,13 +495,14 @@ def _render_section(section: _Section, warnings: list[str]) -> str:
     out = [f"--- {old_name}\n", f"+++ {new_name}\n"]
     delta = 0
     for index, (stated_new, hunk) in enumerate(section.hunks, 1):
+        where = f"{section.path}: hunk {index}"
         old, new = hunk.counts()
-        old_start = hunk.old_start if old else (0 if section.old is None else hunk.old_start)
-        first_old = old_start if old else old_start + 1
-        new_start = 0 if section.new is None else (first_old + delta if new else first_old + delta - 1)
+        old_start = 0 if section.old is None else hunk.old_start
+        first_new = (old_start if old else old_start + 1) + delta
+        new_start = 0 if section.new is None else (first_new if new else first_new - 1)
         header = f"@@ -{old_start},{old} +{new_start},{new} @@"
         if (old, new, new_start) != (hunk.old_count, hunk.new_count, stated_new):
-            warnings.append(f"{section.path}: hunk {index}: {hunk.stated(stated_new)} recounted as {header}")
+            warnings.append(f"{where}: {hunk.stated(stated_new)} recounted as {header}")
         delta += new - old
         out.append(f"{header} {hunk.section}\n" if hunk.section else f"{header}\n")
         out.extend(f"{line.kind}{line.text}\n" for line in hunk.lines)

@@ -38,13 +38,17 @@ TARBALL_URL = "https://cdn.kernel.org/pub/linux/kernel/v2.6/" + TARBALL
 TARBALL_SHA256 = "2c14ada1ac7d272e03b430d3a530d60fc9ec69cc8252382aa049afba7d2b8558"
 ENV_VAR = "HARNESS_KERNEL_SRC"
 
-HOW_TO_PROVIDE = (
-    "no Linux 2.6.20 source available. Provide one of: "
-    f"(1) --kernel-src or ${ENV_VAR} = a 2.6.20 directory, a linux-2.6.20.tar.{{gz,bz2,xz}} "
-    "or a git repository as PATH@REF; "
-    f"(2) {TARBALL} (sha256 {TARBALL_SHA256[:12]}...) placed in {{downloads}}; "
-    f"(3) network access to {TARBALL_URL} for the automatic download"
-)
+
+
+def how_to_provide() -> str:
+    """The one-line explanation of the three ways to give the harness a source."""
+    return (
+        "no Linux 2.6.20 source available. Provide one of: "
+        f"(1) --kernel-src or ${ENV_VAR} = a 2.6.20 directory, a linux-2.6.20.tar.gz/.bz2/.xz "
+        "or a git repository as PATH@REF; "
+        f"(2) {TARBALL} (sha256 {TARBALL_SHA256[:12]}...) placed in {_downloads_dir()}; "
+        f"(3) network access to {TARBALL_URL} for the automatic download"
+    )
 
 Kind = Literal["dir", "tarball", "git"]
 TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
@@ -262,7 +266,12 @@ def _most_recent_cached() -> Source | None:
     return max(candidates, key=lambda c: c[0])[1]
 
 
-def download(url: str = TARBALL_URL, dest: Path | None = None, timeout: float = 20.0) -> Path:
+def download(
+    url: str = TARBALL_URL,
+    dest: Path | None = None,
+    sha256: str = TARBALL_SHA256,
+    timeout: float = 20.0,
+) -> Path:
     """Download (resuming a ``.part`` file) and verify the pinned tarball."""
     dest = dest or _downloads_dir() / TARBALL
     part = dest.with_name(dest.name + ".part")
@@ -275,7 +284,7 @@ def download(url: str = TARBALL_URL, dest: Path | None = None, timeout: float = 
             response = urllib.request.urlopen(request, timeout=timeout)
         except (urllib.error.URLError, OSError) as exc:
             raise StageError(
-                HOW_TO_PROVIDE.format(downloads=_downloads_dir()) + f" (download failed: {exc})"
+                how_to_provide() + f" (download failed: {exc})"
             ) from None
         with response, progress.step(f"download {url}") as step:
             if offset and response.status != 206:
@@ -289,12 +298,12 @@ def download(url: str = TARBALL_URL, dest: Path | None = None, timeout: float = 
                     pct = f" {100 * done // total}%" if total else ""
                     step.update(f"{done >> 20} MiB{pct}")
         actual = cache.file_sha256(part)
-        if actual != TARBALL_SHA256:
+        if actual != sha256:
             bad = part.with_name(f"{dest.name}.bad-{int(time.time())}")
             os.rename(part, bad)
             raise StageError(
                 f"{url}: downloaded file has sha256 {actual[:16]}..., expected "
-                f"{TARBALL_SHA256[:16]}...; kept as {bad} for inspection"
+                f"{sha256[:16]}...; kept as {bad} for inspection"
             )
         os.rename(part, dest)
     return dest
@@ -318,5 +327,5 @@ def resolve(explicit: str | None = None, *, allow_download: bool = True) -> Sour
         _record(cached.tree.parent)
         return cached
     if not allow_download:
-        raise StageError(HOW_TO_PROVIDE.format(downloads=_downloads_dir()))
+        raise StageError(how_to_provide())
     return _from_tarball(download(), TARBALL_SHA256)

@@ -1,0 +1,168 @@
+"""The build stage driven against a tiny fake kernel tree whose Makefile mimics kbuild."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+
+import pytest
+
+from harness import build, cache
+from harness.config import ConfigRequest
+from harness.errors import InputError, StageError
+from harness.patches import load_series
+from harness.source import Source
+
+FAKE_MAKEFILE = """\
+allnoconfig:
+\t@echo allnoconfig >> $(O)/../make-calls
+\t@printf 'CONFIG_A=y\\n# CONFIG_B is not set\\nCONFIG_N=3\\n' > $(O)/.config
+oldconfig:
+\t@echo oldconfig >> $(O)/../make-calls
+\t@sed -i 's/^CONFIG_B=y/# CONFIG_B is not set/' $(O)/.config
+bzImage:
+\t@echo bzImage >> $(O)/../make-calls
+\t@if grep -q BROKEN kernel/rcfs.c; then echo 'kernel/rcfs.c:1: error: broken'; exit 2; fi
+\t@echo '  CC      kernel/rcfs.o'
+\t@echo 'kernel/rcfs.c:2: warning: unused'
+\t@mkdir -p $(O)/arch/i386/boot
+\t@cat kernel/rcfs.c > $(O)/arch/i386/boot/bzImage
+\t@touch $(O)/System.map
+"""
+KCONFIG = "config A\n\tbool\nconfig B\n\tbool\nconfig N\n\tint\n\trange 1 9\n"
+RCFS_V1 = "int rcfs;\n"
+
+
+def make_patch(target: str, old: str, new: str) -> str:
+    body = "".join(difflib.unified_diff(
+        old.splitlines(True), new.splitlines(True), f"a/{target}", f"b/{target}"))
+    return f"Subject: [PATCH] edit {target}\n\n---\n{body}"
+
+
+@pytest.fixture
+def pristine(tmp_path: Path) -> Path:
+    tree = tmp_path / "pristine"
+    (tree / "kernel").mkdir(parents=True)
+    (tree / "Makefile").write_text(FAKE_MAKEFILE)
+    (tree / "Kconfig").write_text(KCONFIG)
+    (tree / "kernel" / "rcfs.c").write_text(RCFS_V1)
+    (tree / "kernel" / "other.c").write_text("int other;\n")
+    cache.make_read_only(tree)
+    return tree
+
+
+@pytest.fixture
+def patch_root(tmp_path: Path) -> Path:
+    root = tmp_path / "patches" / "s"
+    root.mkdir(parents=True)
+    (root / "0001-v2.patch").write_text(make_patch("kernel/rcfs.c", RCFS_V1, "int rcfs_v2;\n"))
+    (root / "series").write_text("0001-v2.patch\n")
+    return root.parent
+
+
+def request(pristine: Path, patch_root: Path, symbols: dict[str, str] | None = None
+            ) -> build.BuildRequest:
+    cfg = ConfigRequest("fake", symbols or {"CONFIG_A": "y", "CONFIG_N": "3"}, {})
+    return build.BuildRequest(Source("fake-1", pristine, "test"), load_series("s", patch_root),
+                              cfg, jobs=1)
+
+
+def calls(result: build.BuildResult) -> list[str]:
+    path = result.directory / "make-calls"
+    return path.read_text().split() if path.exists() else []
+
+
+def test_build_then_cache_hit(pristine: Path, patch_root: Path) -> None:
+    first = build.build(request(pristine, patch_root))
+    assert not first.cached
+    assert first.bzimage.read_text() == "int rcfs_v2;\n"
+    assert calls(first) == ["allnoconfig", "oldconfig", "bzImage"]
+    assert first.warnings == 1
+    meta = build.load_meta(first.directory)
+    assert meta is not None
+    assert meta["inputs"]["patches"][0]["name"] == "s/0001-v2.patch"
+    assert {"bzImage", "config", "System.map", "log"} <= meta["paths"].keys()
+    assert meta["inputs"]["toolchain"]["gcc"]
+    second = build.build(request(pristine, patch_root))
+    assert second.cached and second.key == first.key
+    assert calls(second) == ["allnoconfig", "oldconfig", "bzImage"]  # no make at all
+
+
+def test_pristine_tree_untouched(pristine: Path, patch_root: Path) -> None:
+    result = build.build(request(pristine, patch_root))
+    assert (pristine / "kernel" / "rcfs.c").read_text() == RCFS_V1
+    src = result.directory / "src"
+    assert os.stat(src / "kernel" / "other.c").st_ino == os.stat(pristine / "kernel" / "other.c").st_ino
+    assert os.stat(src / "kernel" / "rcfs.c").st_ino != os.stat(pristine / "kernel" / "rcfs.c").st_ino
+
+
+def test_changed_patch_rebuilds_only_changed_files(pristine: Path, patch_root: Path) -> None:
+    first = build.build(request(pristine, patch_root))
+    src = first.directory / "src"
+    other_mtime = os.stat(src / "kernel" / "other.c").st_mtime_ns
+    config_mtime = os.stat(first.dotconfig).st_mtime_ns
+    (patch_root / "s" / "0001-v2.patch").write_text(
+        make_patch("kernel/rcfs.c", RCFS_V1, "int rcfs_v3;\n"))
+    second = build.build(request(pristine, patch_root))
+    assert not second.cached and second.directory == first.directory
+    assert second.bzimage.read_text() == "int rcfs_v3;\n"
+    assert os.stat(src / "kernel" / "other.c").st_mtime_ns == other_mtime
+    assert os.stat(second.dotconfig).st_mtime_ns == config_mtime  # unchanged config keeps its time
+
+
+def test_compile_error_reports_first_errors_and_log(pristine: Path, patch_root: Path) -> None:
+    (patch_root / "s" / "0001-v2.patch").write_text(
+        make_patch("kernel/rcfs.c", RCFS_V1, "BROKEN\n"))
+    with pytest.raises(StageError) as err:
+        build.build(request(pristine, patch_root))
+    text = str(err.value)
+    assert "kernel/rcfs.c:1: error: broken" in text and "build.log" in text
+    entry = next((cache.root() / "builds").iterdir())
+    assert not (entry / "meta.json").exists()
+
+
+def test_out_of_range_fails_before_make_and_writes_nothing(pristine: Path, patch_root: Path) -> None:
+    with pytest.raises(InputError, match=r"CONFIG_N=0: out of range, allowed 1\.\.9"):
+        build.build(request(pristine, patch_root, {"CONFIG_N": "0"}))
+    assert not any((cache.root() / "builds").iterdir())
+
+
+def test_lost_symbol_is_reported(pristine: Path, patch_root: Path) -> None:
+    with pytest.raises(InputError, match="CONFIG_B wanted y, got not set"):
+        build.build(request(pristine, patch_root, {"CONFIG_B": "y", "CONFIG_A": "n"}))
+    assert not any((cache.root() / "builds").iterdir())
+
+
+def test_patch_that_does_not_apply_leaves_nothing(pristine: Path, patch_root: Path) -> None:
+    (patch_root / "s" / "0001-v2.patch").write_text(
+        make_patch("kernel/rcfs.c", "int something_else;\n", "x\n"))
+    with pytest.raises(StageError, match=r"patch s/0001-v2.patch: hunk #1 of kernel/rcfs.c"):
+        build.build(request(pristine, patch_root))
+    assert not any((cache.root() / "builds").iterdir())
+
+
+def test_key_depends_on_inputs(pristine: Path, patch_root: Path) -> None:
+    toolchain = build.Toolchain("gcc -m32", "gcc 12", "ld 2.40", "make 4.3")
+    base = request(pristine, patch_root)
+    other = request(pristine, patch_root, {"CONFIG_A": "y", "CONFIG_N": "4"})
+    assert build.entry_dir(base, toolchain) == build.entry_dir(base, toolchain)
+    assert build.entry_dir(base, toolchain)[0] != build.entry_dir(other, toolchain)[0]
+    newer = build.Toolchain("gcc -m32", "gcc 13", "ld 2.40", "make 4.3")
+    assert build.entry_dir(base, toolchain)[0] != build.entry_dir(base, newer)[0]
+
+
+def test_sync_tree(tmp_path: Path) -> None:
+    old, new = tmp_path / "old", tmp_path / "new"
+    for t in (old, new):
+        (t / "d").mkdir(parents=True)
+        (t / "same.c").write_text("same\n")
+    (old / "changed.c").write_text("v1\n")
+    (new / "changed.c").write_text("v2\n")
+    (old / "d" / "gone.c").write_text("x\n")
+    (new / "d" / "added.c").write_text("y\n")
+    os.utime(old / "same.c", (1, 1))
+    assert build.sync_tree(new, old) == 3
+    assert (old / "changed.c").read_text() == "v2\n"
+    assert (old / "d" / "added.c").exists() and not (old / "d" / "gone.c").exists()
+    assert os.stat(old / "same.c").st_mtime == 1
