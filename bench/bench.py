@@ -1,0 +1,110 @@
+"""Benchmarks: print figures, write JSON.  Never asserts a time.
+
+    python bench/bench.py [--json results/bench.json] [--only build]
+
+Build figures use a throw-away series ``bench`` (the ``rcfs`` series plus one
+patch that changes one line of kernel/rcfs.c) so the numbers do not disturb
+the cache entries that tests use:
+
+* build cold: no cache entry for the key (the pristine source is cached);
+* build warm no-op: same inputs again (a cache hit, no make);
+* build incremental: the one-line change in kernel/rcfs.c altered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from harness import build, cache, config, patches, source  # noqa: E402
+
+RESULTS: list[dict[str, Any]] = []
+
+
+def record(name: str, seconds: float, note: str = "") -> None:
+    RESULTS.append({"name": name, "seconds": round(seconds, 2), "note": note})
+    print(f"{name:34} {seconds:8.2f} s  {note}", flush=True)
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.monotonic()
+    value = fn()
+    return time.monotonic() - start, value
+
+
+def _one_line_patch(tree: Path, marker: str) -> str:
+    path = tree / "kernel" / "rcfs.c"
+    old = path.read_text()
+    lines = old.splitlines(True)
+    lines.insert(1, f" * bench marker: {marker}\n")
+    body = "".join(difflib.unified_diff(old.splitlines(True), lines,
+                                        "a/kernel/rcfs.c", "b/kernel/rcfs.c"))
+    return f"Subject: [PATCH] bench: one-line change ({marker})\n\n---\n{body}"
+
+
+def bench_build() -> None:
+    src = source.resolve(None, allow_download=True)
+    work = Path(tempfile.mkdtemp(prefix="harness-bench-"))
+    try:
+        root = work / "patches"
+        shutil.copytree(patches.patches_dir(), root)
+        # the rcfs.c that the bench patch edits: pristine plus the rcfs series
+        tree = work / "tree"
+        tree.mkdir()
+        build.link_tree(src.tree, tree)
+        patches.apply_series(patches.load_series("rcfs", root), tree)
+        bench_dir = root / "bench"
+        bench_dir.mkdir()
+        (bench_dir / "base").write_text("rcfs\n")
+        (bench_dir / "series").write_text("0001-bench.patch\n")
+        patch_file = bench_dir / "0001-bench.patch"
+        patch_file.write_text(_one_line_patch(tree, "one"))
+
+        def request() -> build.BuildRequest:
+            series = patches.load_series("bench", root)
+            return build.BuildRequest(src, series, config.render("default", series_chain=series.chain))
+
+        _key, entry = build.entry_dir(request(), build.detect_toolchain())
+        cache.remove_tree(entry)
+        seconds, result = timed(lambda: build.build(request()))
+        record("build cold (default)", seconds, f"{result.warnings} warnings")
+        seconds, result = timed(lambda: build.build(request()))
+        record("build warm no-op", seconds, "cache hit" if result.cached else "REBUILT")
+        patch_file.write_text(_one_line_patch(tree, "two"))
+        seconds, result = timed(lambda: build.build(request()))
+        record("build after one-line rcfs.c change", seconds, "incremental")
+        cache.remove_tree(entry)
+    finally:
+        cache.remove_tree(work)
+
+
+BENCHES: dict[str, Callable[[], None]] = {"build": bench_build}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--json", type=Path, default=REPO / "results" / "bench.json")
+    parser.add_argument("--only", choices=sorted(BENCHES), action="append")
+    args = parser.parse_args()
+    print(f"{'benchmark':34} {'time':>10}")
+    for name in args.only or list(BENCHES):
+        BENCHES[name]()
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"results": RESULTS, "when": time.strftime("%F %T")}, indent=2))
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
