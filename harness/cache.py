@@ -113,7 +113,7 @@ def remove_tree(path: Path) -> None:
 
 def make_read_only(tree: Path) -> None:
     """Drop every write bit below ``tree`` (the pristine source trees)."""
-    for dirpath, dirnames, filenames in os.walk(tree):
+    for dirpath, _dirnames, filenames in os.walk(tree):
         for name in filenames:
             p = os.path.join(dirpath, name)
             if not os.path.islink(p):

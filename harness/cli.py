@@ -109,7 +109,8 @@ def cmd_series(args: argparse.Namespace) -> int:
         return 0
     for name in patches.available():
         series = patches.load_series(name)
-        print(f"{name:14} {len(series.own_patches())} patches, on {' -> '.join(series.chain[:-1]) or '(pristine)'}")
+        base = " -> ".join(series.chain[:-1]) or "(pristine)"
+        print(f"{name:14} {len(series.own_patches())} patches, on {base}")
     return 0
 
 

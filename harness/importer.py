@@ -34,7 +34,9 @@ _TIMESTAMP_RE = re.compile(
     r"\s+(\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(\.\d+)?(\s*[+-]\d{4})?"
     r"|\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4})\s*$"
 )
-_MAIL_HEADER_RE = re.compile(r"(From|Subject|Date|To|Cc|Message-Id|In-Reply-To|References):", re.I)
+_MAIL_HEADER_RE = re.compile(
+    r"(From|Subject|Date|To|Cc|Message-Id|In-Reply-To|References):|From [0-9a-f]{40} ", re.I
+)
 _REPLY_PREFIX_RE = re.compile(r"^((re|fwd?|aw)\s*:\s*)+", re.I)
 _ATTRIBUTION_RES = (
     re.compile(r"^Quoting (?P<name>[^<(]+?)\s*[(<](?P<email>[^\s()<>]+@[^\s()<>]+)[)>]\s*:$"),
@@ -219,10 +221,12 @@ def _split(lines: list[_Src], name: str) -> tuple[list[_Src], list[_Src]]:
 def _parse_preamble(preamble: list[_Src]) -> tuple[str | None, str | None, str]:
     """Author, subject (reply prefixes stripped) and message text (up to ``---``)."""
     author = subject = None
+    subject_inside = False  # a Subject: inside the quote beats the reply's own
     for src in preamble:
         text = _unquote(src.text)[1].strip()
-        if subject is None and text.lower().startswith("subject:"):
+        if text.lower().startswith("subject:") and (subject is None or src.inside > subject_inside):
             subject = _REPLY_PREFIX_RE.sub("", text[8:].strip()) or None
+            subject_inside = src.inside
         if src.inside and text.lower().startswith("from:") and text[5:].strip():
             author = text[5:].strip()
         for regex in _ATTRIBUTION_RES:
@@ -237,7 +241,7 @@ def _parse_preamble(preamble: list[_Src]) -> tuple[str | None, str | None, str]:
             if text:
                 message.append("")  # someone else's words split the quoted message
             continue
-        if in_headers and (_MAIL_HEADER_RE.match(text) or text.startswith("From ")):
+        if in_headers and _MAIL_HEADER_RE.match(text):
             continue
         in_headers = in_headers and not text
         if text == "---":
@@ -264,9 +268,12 @@ def _target_path(old: str | None, new: str | None, against: Path | None) -> str:
     assert name is not None
     parts = name.split("/")
     candidates = ["/".join(parts[1:]), name] if len(parts) > 1 else [name]
-    if against is not None:
+    if against is not None:  # an existing file first, then an existing directory
         for candidate in candidates:
-            if (against / candidate).exists() or (against / candidate).parent.is_dir():
+            if (against / candidate).is_file():
+                return candidate
+        for candidate in candidates:
+            if "/" in candidate and (against / candidate).parent.is_dir():
                 return candidate
     return candidates[0]
 
@@ -288,7 +295,11 @@ def _parse_sections(
     while i < len(body):
         src = body[i]
         header = _file_header_at(body, i)
-        if header is not None:
+        if header is not None and (
+            hunk is None
+            or _complete(hunk)
+            or (header + 2 < len(body) and _HUNK_RE.search(body[header + 2].text))
+        ):
             old = _header_name(body[header].text[4:])
             new = _header_name(body[header + 1].text[4:])
             if old is None and new is None:
@@ -340,35 +351,32 @@ def _complete(hunk: _Hunk) -> bool:
 def _trim(section: _Section, index: int, hunk: _Hunk, warnings: list[str]) -> None:
     """Drop trailing junk after a hunk, and bare noise inside new or deleted files."""
     where = f"{section.path}: hunk {index}"
-    if section.old is None or section.new is None:
-        only = "+" if section.old is None else "-"
-        kept: list[_Line] = []
-        for line in hunk.lines:
-            if line.kind not in (only, "\\", "?"):
-                break
-            kept.append(line)
-        noise = sum(1 for line in kept if line.kind == "?")
-        if noise:
-            warnings.append(f"{where}: dropped {noise} bare noise lines")
-        kept = [line for line in kept if line.kind != "?"]
-    else:
+    lines = hunk.lines
+    whole_file = section.old is None or section.new is None
+    if whole_file:  # only added (or only removed) lines: anything else ends the hunk
+        allowed = ("+" if section.old is None else "-", "\\", "?")
+        end = next((n for n, line in enumerate(lines) if line.kind not in allowed), len(lines))
+    else:  # keep up to the last unambiguous line, then weak lines the stated count asks for
         strong = [
             n
-            for n, line in enumerate(hunk.lines)
+            for n, line in enumerate(lines)
             if line.kind in "+-\\" or (line.kind == " " and not line.lost_marker)
         ]
-        kept = hunk.lines[: strong[-1] + 1] if strong else []
-        for line in hunk.lines[len(kept) :]:
-            if sum(1 for ln in kept if ln.kind in " -?") >= hunk.old_count:
-                break
-            kept.append(line)
-    dropped = [line for line in hunk.lines[len(kept) :] if line.text.strip()]
+        end = strong[-1] + 1 if strong else 0
+        while end < len(lines) and sum(ln.kind in " -?" for ln in lines[:end]) < hunk.old_count:
+            end += 1
+    dropped = [line for line in lines[end:] if line.text.strip()]
     if dropped:
         warnings.append(
             f"{where}: ignored {len(dropped)} trailing lines at line {dropped[0].lineno}"
         )
-    hunk.lines = kept
-    lost = sum(1 for line in hunk.lines if line.lost_marker)
+    hunk.lines = lines[:end]
+    if whole_file:
+        noise = sum(line.kind == "?" for line in hunk.lines)
+        if noise:
+            warnings.append(f"{where}: dropped {noise} bare noise lines")
+        hunk.lines = [line for line in hunk.lines if line.kind != "?"]
+    lost = sum(line.lost_marker for line in hunk.lines)
     if lost:
         warnings.append(f"{where}: {lost} context lines had lost their leading space")
 

@@ -109,10 +109,12 @@ def tree_version(tree: Path) -> str | None:
         head = (tree / "Makefile").read_text(errors="replace")[:2000]
     except OSError:
         return None
-    fields = dict(re.findall(r"^(VERSION|PATCHLEVEL|SUBLEVEL|EXTRAVERSION)[ \t]*=[ \t]*(\S*)", head, re.M))
+    pattern = r"^(VERSION|PATCHLEVEL|SUBLEVEL|EXTRAVERSION)[ \t]*=[ \t]*(\S*)"
+    fields: dict[str, str] = dict(re.findall(pattern, head, re.M))
     if not {"VERSION", "PATCHLEVEL", "SUBLEVEL"} <= fields.keys():
         return None
-    return "{VERSION}.{PATCHLEVEL}.{SUBLEVEL}".format(**fields) + fields.get("EXTRAVERSION", "")
+    version = f"{fields['VERSION']}.{fields['PATCHLEVEL']}.{fields['SUBLEVEL']}"
+    return version + fields.get("EXTRAVERSION", "")
 
 
 def _sources_dir() -> Path:

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.errors import HarnessError
+from harness.source import Source, resolve
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -19,3 +22,15 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     monkeypatch.setenv("HARNESS_CACHE", str(path))
     monkeypatch.delenv("HARNESS_KERNEL_SRC", raising=False)
     return path
+
+
+@pytest.fixture(scope="session")
+def kernel_source() -> Source:
+    """The cached pristine 2.6.20 tree ($HARNESS_KERNEL_SRC, cached tarball or tree); never downloads."""
+    try:
+        return resolve(None, allow_download=False)
+    except HarnessError as exc:
+        pytest.skip(
+            f"{exc}. Run `make test-kernel` once (it downloads and caches linux-2.6.20.tar.bz2) "
+            "or set HARNESS_KERNEL_SRC"
+        )

@@ -1,0 +1,4 @@
+#ifndef EXTRA_H
+#define EXTRA_H
+
+#endif
