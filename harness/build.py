@@ -197,7 +197,7 @@ def _make(argv: list[str], log: Path, title: str, answers: str | None = None) ->
             if line.startswith("  ") and len(line.split()) >= 2:
                 step.update(line.strip())
 
-        result = proc.stream(argv, log_to=logf, on_line=on_line, input=answers)
+        result = proc.stream(argv, log_to=logf, on_line=on_line, input=answers, env={"LC_ALL": "C"})
     if not result.ok:
         errors = "\n  ".join(first_errors(log)) or "(no compiler error found in the log)"
         raise StageError(f"{title} failed (exit {result.returncode}); log: {log}\n  {errors}")

@@ -26,6 +26,9 @@ def _is_tty(stream: TextIO) -> bool:
     return stream.isatty() and os.environ.get("CI") is None and os.environ.get("TERM") != "dumb"
 
 
+QUIET_FOR = 1.0  # steps shorter than this print nothing at all
+
+
 @dataclass
 class Step:
     title: str
@@ -33,6 +36,7 @@ class Step:
     interval: float = 10.0
     start: float = field(default_factory=time.monotonic)
     _detail: str = ""
+    _shown: bool = False
     _last_plain: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -44,46 +48,45 @@ class Step:
     def update(self, detail: str) -> None:
         with self._lock:
             self._detail = detail
-            if not _is_tty(self.stream):
-                now = time.monotonic()
-                if now - self._last_plain >= self.interval:
-                    self._last_plain = now
-                    self._print_plain(f"... {detail}")
 
-    def _print_plain(self, text: str) -> None:
-        print(f"[{self.elapsed:6.1f}s] {self.title}: {text}", file=self.stream, flush=True)
-
-    def _redraw(self) -> None:
+    def _tick(self, tty: bool) -> None:
         with self._lock:
-            cols = 100
-            line = f"\r\033[K==> {self.title} [{self.elapsed:5.1f}s] {self._detail}"
-            self.stream.write(line[: cols + 8])
-            self.stream.flush()
+            if self.elapsed < QUIET_FOR:
+                return
+            if tty:
+                line = f"\r\033[K==> {self.title} [{self.elapsed:5.1f}s] {self._detail}"
+                self.stream.write(line[:108])
+                self.stream.flush()
+            elif not self._shown:
+                print(f"==> {self.title}", file=self.stream, flush=True)
+                self._last_plain = time.monotonic()
+            elif time.monotonic() - self._last_plain >= self.interval and self._detail:
+                self._last_plain = time.monotonic()
+                print(f"[{self.elapsed:6.1f}s] {self.title}: ... {self._detail}",
+                      file=self.stream, flush=True)
+            self._shown = True
 
-    def _ticker(self) -> None:
-        while not self._stop.wait(0.2):
-            self._redraw()
+    def _ticker(self, tty: bool) -> None:
+        while not self._stop.wait(0.2 if tty else 0.5):
+            self._tick(tty)
 
 
 @contextlib.contextmanager
 def step(title: str, stream: TextIO | None = None) -> Iterator[Step]:
+    """Show ``title`` with elapsed time while the block runs (silent if it is quick)."""
     s = Step(title, stream or sys.stderr)
     tty = _is_tty(s.stream)
-    ticker: threading.Thread | None = None
-    if tty:
-        ticker = threading.Thread(target=s._ticker, daemon=True)
-        ticker.start()
-    else:
-        print(f"==> {title}", file=s.stream, flush=True)
-        s._last_plain = time.monotonic()
+    ticker = threading.Thread(target=s._ticker, args=(tty,), daemon=True)
+    ticker.start()
     ok = False
     try:
         yield s
         ok = True
     finally:
         s._stop.set()
-        if ticker is not None:
-            ticker.join()
-            s.stream.write("\r\033[K")
-        verdict = "done" if ok else "FAILED"
-        print(f"==> {title}: {verdict} in {s.elapsed:.1f}s", file=s.stream, flush=True)
+        ticker.join()
+        if s._shown:
+            if tty:
+                s.stream.write("\r\033[K")
+            verdict = "done" if ok else "FAILED"
+            print(f"==> {title}: {verdict} in {s.elapsed:.1f}s", file=s.stream, flush=True)
