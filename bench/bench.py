@@ -83,7 +83,10 @@ def bench_build() -> None:
         record("build warm no-op", seconds, "cache hit" if result.cached else "REBUILT")
         patch_file.write_text(_one_line_patch(tree, "two"))
         seconds, result = timed(lambda: build.build(request()))
-        record("build after one-line rcfs.c change", seconds, "incremental")
+        compiled = [line.split()[-1] for line in result.log.read_text().splitlines()
+                    if line.startswith("  CC ")]
+        record("build after one-line rcfs.c change", seconds,
+               f"recompiled {len(compiled)}: {' '.join(compiled[:4])}")
         cache.remove_tree(entry)
     finally:
         cache.remove_tree(work)

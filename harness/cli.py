@@ -123,6 +123,12 @@ def cmd_source(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from harness import doctor
+
+    return doctor.run(do_install=args.install)
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="harness", description="Build, boot and test Linux 2.6.20 with the rcfs patch."
@@ -155,6 +161,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--kernel-src", default=None, metavar="SRC")
     p.add_argument("--no-download", action="store_true")
     p.set_defaults(func=cmd_source)
+
+    p = sub.add_parser("doctor", help="check (and with --install, install) what the harness needs")
+    p.add_argument("--install", action="store_true", help="install missing Debian packages (root)")
+    p.set_defaults(func=cmd_doctor)
 
     return parser
 
