@@ -27,6 +27,7 @@ def _multilib() -> str:
 HOST_PACKAGES = (
     "make", "gcc", _multilib(), "bc", "patch", "bzip2", "xz-utils", "cpio", "git",
     "qemu-system-x86", "openssh-client", "linux-libc-dev",
+    "chromium",  # renders the HTML report in the report test
 )
 #: i386 packages (need ``dpkg --add-architecture i386`` first).
 I386_PACKAGES = ("musl-dev:i386", "gcc-i686-linux-gnu", "binutils-i686-linux-gnu")
