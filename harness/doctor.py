@@ -15,6 +15,7 @@ from pathlib import Path
 
 from harness import cache, proc
 
+
 def _multilib() -> str:
     """gcc-N-multilib for the host gcc: plain gcc-multilib conflicts with the
     i686 cross compiler that the guest image needs."""

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from harness.errors import StageError
 
@@ -220,6 +220,53 @@ def stop(proc: subprocess.Popen[bytes], grace: float = 5.0) -> int:
         except ProcessLookupError:
             pass
     return proc.returncode if proc.returncode is not None else -1
+
+
+def spawn(
+    argv: Sequence[Arg],
+    logfile_path: Path,
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    dimensions: tuple[int, int] = (50, 200),
+) -> Any:
+    """Start ``argv`` on a pseudo-terminal (QEMU's serial console) and return the
+    ``pexpect.spawn``.
+
+    Everything the child prints is appended, as raw bytes, to ``logfile_path``
+    (created or truncated; the command line is written first) whenever the
+    caller reads from the child, so the caller must keep reading (QEMU blocks
+    when its console is not drained).  The log file is ``child.logfile_read``:
+    the caller closes it, and reaps the child with ``child.close(force=True)``.
+    The child runs in its own session: a Ctrl-C on the harness terminal does not
+    reach it, and it gets SIGHUP when the harness dies and the terminal closes.
+    """
+    import pexpect  # type: ignore[import-untyped]
+
+    args = tuple(str(a) for a in argv)
+    log.info("spawn: %s  (log: %s)", format_argv(args), logfile_path)
+    logfile_path.parent.mkdir(parents=True, exist_ok=True)
+    logfile = logfile_path.open("wb")
+    logfile.write(f"$ {format_argv(args)}\n".encode())
+    logfile.flush()
+    if which(args[0]) is None and not os.path.exists(args[0]):
+        logfile.close()
+        raise StageError(f"{args[0]}: command not found (run 'harness doctor')")
+    try:
+        child = pexpect.spawn(
+            args[0],
+            list(args[1:]),
+            cwd=str(cwd) if cwd is not None else None,
+            env=_env(env),
+            echo=False,
+            timeout=None,
+            dimensions=dimensions,
+        )
+    except BaseException:
+        logfile.close()
+        raise
+    child.logfile_read = logfile
+    return child
 
 
 def which(program: str) -> str | None:
