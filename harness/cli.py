@@ -21,7 +21,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from harness import __version__
-from harness.errors import HarnessError, InputError
+from harness.errors import HarnessError, InfraError, InputError, StageError
+from harness.target import BootOptions, KernelSpec
+
+#: ``harness run``: the kernel crashed or the VM failed, so the command has no status
+EXIT_VM_FAILED = 125
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -36,20 +40,19 @@ def _add_kernel_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-j", "--jobs", type=int, default=None, help="parallel make jobs")
 
 
-def build_kernel(args: argparse.Namespace, *, force: bool = False):  # type: ignore[no-untyped-def]
-    """Resolve source, series and config from CLI args and build (shared by several commands)."""
-    from harness import build, config, patches, source
+def kernel_spec(args: argparse.Namespace) -> KernelSpec:
+    return KernelSpec(config=args.config, series=args.series, overrides=tuple(args.overrides),
+                      kernel_src=args.kernel_src)
 
-    series = patches.load_series(args.series)
-    request_config = config.render(args.config, series_chain=series.chain, overrides=args.overrides)
-    src = source.resolve(args.kernel_src)
-    kwargs = {"jobs": args.jobs} if args.jobs else {}
-    req = build.BuildRequest(source=src, series=series, config=request_config, **kwargs)
-    return build.build(req, force=force)
+
+def boot_options(args: argparse.Namespace) -> BootOptions:
+    return BootOptions(boot_timeout=args.boot_timeout, kvm=args.kvm)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    result = build_kernel(args, force=args.force)
+    from harness import target
+
+    result = target.build_kernel(kernel_spec(args), jobs=args.jobs, force=args.force)
     state = "cached" if result.cached else f"built in {result.duration:.1f}s"
     print(f"harness: {state}, {result.warnings} warnings; metadata {result.meta_path}",
           file=sys.stderr)
@@ -123,10 +126,106 @@ def cmd_source(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_image(args: argparse.Namespace) -> int:
+    from harness import image
+
+    img = image.build_image(image.resolve_recipe(args.recipe), force=args.force)
+    print(f"harness: image {img.recipe_name} ({img.recipe_hash}), "
+          f"{'cached' if img.cached else 'built'}; keys in {img.directory / 'keys'}", file=sys.stderr)
+    print(img.initramfs)
+    return 0
+
+
+def _connect_hint(port: int | None, key: Path) -> str:
+    return (f"ssh -i {key} -p {port} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
+            f"root@127.0.0.1   (or: harness ssh)")
+
+
+def cmd_boot(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from harness import target
+
+    prepared = target.prepare(kernel_spec(args), jobs=args.jobs)
+    with target.booted(prepared, boot_options(args)) as vm:
+        info = vm.boot_info
+        seconds = f" in {info.boot_seconds:.1f}s" if info else ""
+        print(f"harness: {prepared.spec.label} booted{seconds}; console log {vm.console_log}",
+              file=sys.stderr)
+        print(_connect_hint(vm.port, prepared.image.client_key("root")))
+        if not args.keep:
+            return 0
+        target.write_kept(vm, prepared)
+        print("harness: kept running; Ctrl-C to stop", file=sys.stderr)
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            while not stop.wait(0.5):
+                if not vm.alive():
+                    crash = vm.crash()
+                    print(f"harness: the VM stopped{': ' + str(crash) if crash else ''}",
+                          file=sys.stderr)
+                    return EXIT_VM_FAILED
+        except KeyboardInterrupt:
+            pass
+        finally:
+            target.clear_kept()
+        print("harness: stopping the VM", file=sys.stderr)
+    return 0
+
+
+def cmd_ssh(args: argparse.Namespace) -> int:
+    from harness import proc, target
+
+    state = target.read_kept()
+    if state is None:
+        raise InputError("no kept VM is running; start one with: harness boot --keep")
+    keys = state.get("keys")
+    if not isinstance(keys, dict) or args.user not in keys:
+        raise InputError(f"--user {args.user!r}: no such guest user (expected one of: "
+                         f"{', '.join(keys) if isinstance(keys, dict) else 'none'})")
+    argv = ["ssh", "-i", str(keys[args.user]), "-p", str(state["port"]),
+            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "LogLevel=ERROR", f"{args.user}@127.0.0.1", *args.cmd]
+    proc.replace_process(argv)
+    return 0  # not reached
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness import target
+
+    command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not command:
+        raise InputError("harness run: no command given; expected: harness run [options] -- CMD...")
+    prepared = target.prepare(kernel_spec(args), jobs=args.jobs)
+    try:
+        with target.booted(prepared, boot_options(args)) as vm:
+            result = vm.run(command, user=args.user, timeout=args.timeout)
+            sys.stdout.write(result.stdout)
+            sys.stderr.write(result.stderr)
+            crash = vm.crash()
+            if crash is not None:
+                print(f"harness: the guest kernel crashed: {crash}\n{crash.excerpt}", file=sys.stderr)
+                return EXIT_VM_FAILED
+            return result.exit_status
+    except (InfraError, StageError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        print(f"harness: error: {exc}", file=sys.stderr)
+        return EXIT_VM_FAILED
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from harness import doctor
 
     return doctor.run(do_install=args.install)
+
+
+def _add_vm_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--boot-timeout", type=float, default=None, metavar="SECONDS",
+                   help="seconds from QEMU start to SSH login (default 60)")
+    p.add_argument("--kvm", action="store_true", help="use KVM (2.6.20 hangs under KVM on some hosts)")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -141,6 +240,30 @@ def make_parser() -> argparse.ArgumentParser:
     _add_kernel_args(p)
     p.add_argument("--force", action="store_true", help="rebuild even on a cache hit")
     p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("image", help="build the guest initramfs (cached) and print its path")
+    p.add_argument("--recipe", default="default", help="image recipe name or path (default: default)")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(func=cmd_image)
+
+    p = sub.add_parser("boot", help="build if needed, boot, print how to connect")
+    _add_kernel_args(p)
+    _add_vm_args(p)
+    p.add_argument("--keep", action="store_true", help="stay up until interrupted (see: harness ssh)")
+    p.set_defaults(func=cmd_boot)
+
+    p = sub.add_parser("ssh", help="open a shell (or run CMD) in the VM kept by 'harness boot --keep'")
+    p.add_argument("--user", default="root", help="guest user (root, alice, bob)")
+    p.add_argument("cmd", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_ssh)
+
+    p = sub.add_parser("run", help="build if needed, boot, run CMD in the guest, exit with its status")
+    _add_kernel_args(p)
+    _add_vm_args(p)
+    p.add_argument("--user", default="root", help="guest user (root, alice, bob)")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds the command may take")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD...")
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("import-patch", help="recover a clean diff from a quoted email/web archive")
     p.add_argument("file", help="the email or archive text")

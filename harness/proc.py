@@ -273,3 +273,13 @@ def which(program: str) -> str | None:
     from shutil import which as _which
 
     return _which(program)
+
+
+def replace_process(argv: Sequence[Arg]) -> None:
+    """Replace the harness with ``argv`` (for interactive programs such as ``ssh``)."""
+    args = [str(a) for a in argv]
+    log.info("exec: %s", format_argv(args))
+    try:
+        os.execvp(args[0], args)
+    except FileNotFoundError as exc:
+        raise StageError(f"{args[0]}: command not found (run 'harness doctor')") from exc

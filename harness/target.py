@@ -1,0 +1,144 @@
+"""A test target: one kernel (source + series + config) with the guest image, booted.
+
+This is where the stages meet: :func:`prepare` runs source → patches →
+config → build and the image stage; :func:`booted` boots the result in a
+:class:`~harness.vm.VM` and guarantees QEMU is gone afterwards.  The CLI
+(``boot``, ``run``) and the pytest plugin both go through here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness import build, cache, config, image, patches, source
+from harness.build import BuildResult
+from harness.image import Image
+from harness.vm import VM, VMConfig
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """Which kernel to build: the key a test asks for with ``@pytest.mark.kernel``."""
+
+    config: str = "default"
+    series: str = "rcfs"
+    overrides: tuple[str, ...] = ()
+    kernel_src: str | None = None
+    recipe: str = "default"
+
+    @property
+    def label(self) -> str:
+        sets = ",".join(o.removeprefix("CONFIG_") for o in self.overrides)
+        return f"{self.series}/{self.config}" + (f"[{sets}]" if sets else "")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    spec: KernelSpec
+    build: BuildResult
+    image: Image
+
+
+@dataclass
+class BootOptions:
+    boot_timeout: float | None = None
+    kvm: bool = False
+    memory_mb: int = 256
+    append: str = ""
+    console_dir: Path | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def build_kernel(spec: KernelSpec, *, jobs: int | None = None, force: bool = False) -> BuildResult:
+    series = patches.load_series(spec.series)
+    request_config = config.render(spec.config, series_chain=series.chain,
+                                   overrides=list(spec.overrides))
+    src = source.resolve(spec.kernel_src)
+    kwargs = {"jobs": jobs} if jobs else {}
+    req = build.BuildRequest(source=src, series=series, config=request_config, **kwargs)
+    return build.build(req, force=force)
+
+
+def prepare(spec: KernelSpec, *, jobs: int | None = None) -> Prepared:
+    """Build (or find cached) the kernel and the guest image."""
+    recipe = image.resolve_recipe(spec.recipe)
+    built = build_kernel(spec, jobs=jobs)
+    img = image.build_image(recipe, jobs=jobs)
+    return Prepared(spec, built, img)
+
+
+def vm_config(prepared: Prepared, options: BootOptions, name: str) -> VMConfig:
+    kwargs: dict[str, Any] = {"kvm": options.kvm, "memory_mb": options.memory_mb,
+                              "append": options.append}
+    if options.boot_timeout:
+        kwargs["boot_timeout"] = options.boot_timeout
+    if options.console_dir is not None:
+        options.console_dir.mkdir(parents=True, exist_ok=True)
+        kwargs["console_log"] = options.console_dir / f"{name}.console.log"
+    return VMConfig.for_image(prepared.build.bzimage, prepared.image, **kwargs)
+
+
+@contextlib.contextmanager
+def booted(prepared: Prepared, options: BootOptions | None = None,
+           name: str | None = None) -> Iterator[VM]:
+    """Boot ``prepared`` and yield the running VM; QEMU is always stopped and reaped."""
+    options = options or BootOptions()
+    vm_name = name or prepared.spec.label.replace("/", "-")
+    vm = VM(vm_config(prepared, options, vm_name), name=vm_name)
+    try:
+        vm.boot()
+        yield vm
+    finally:
+        vm.stop()
+
+
+# --- kept VMs (harness boot --keep / harness ssh) ---------------------------------
+
+
+def kept_state_path() -> Path:
+    return cache.subdir("vm") / "kept.json"
+
+
+def write_kept(vm: VM, prepared: Prepared) -> Path:
+    state = {
+        "pid": os.getpid(),
+        "name": vm.name,
+        "port": vm.port,
+        "kernel": prepared.spec.label,
+        "keys": {user: str(path) for user, path in prepared.image.client_keys.items()},
+        "console_log": str(vm.console_log),
+    }
+    path = kept_state_path()
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    os.replace(tmp, path)
+    return path
+
+
+def read_kept() -> dict[str, object] | None:
+    """The kept VM's state, or None when none is running."""
+    path = kept_state_path()
+    try:
+        state: dict[str, object] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    pid = state.get("pid")
+    try:
+        os.kill(int(str(pid)), 0)
+    except (OSError, TypeError, ValueError):
+        path.unlink(missing_ok=True)
+        return None
+    return state
+
+
+def clear_kept() -> None:
+    path = kept_state_path()
+    with contextlib.suppress(OSError, ValueError):
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()

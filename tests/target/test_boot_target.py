@@ -1,0 +1,94 @@
+"""Issue 3 on the real kernel: boot, SSH, `harness run`, boot failures, no QEMU left behind."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from harness import cache, target
+from harness.source import Source
+from harness.vm import BootError
+
+HARNESS = [sys.executable, "-m", "harness"]
+
+
+def our_qemus() -> list[str]:
+    """QEMU processes started from this cache (ours), by command line."""
+    out = subprocess.run(["pgrep", "-a", "-f", "qemu-system-i386"], capture_output=True, text=True)
+    root = str(cache.root())
+    return [line for line in out.stdout.splitlines() if root in line]
+
+
+@pytest.fixture(autouse=True)
+def no_qemu_left(kernel_source: Source) -> Iterator[None]:
+    before = set(our_qemus())
+    yield
+    deadline = time.monotonic() + 10
+    while (left := set(our_qemus()) - before) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left, f"QEMU processes left behind: {left}"
+
+
+@pytest.fixture(scope="module")
+def default_kernel(kernel_source: Source) -> target.Prepared:
+    return target.prepare(target.KernelSpec("default", "rcfs"))
+
+
+def test_default_boots_2_6_20_and_lists_rcfs(default_kernel: target.Prepared) -> None:
+    with target.booted(default_kernel) as vm:
+        assert vm.run("uname -r").stdout.strip() == "2.6.20"
+        filesystems = vm.run("cat /proc/filesystems").stdout.split()
+        assert "rcfs" in filesystems
+        assert vm.boot_info is not None and vm.boot_info.boot_seconds < 60
+
+
+def test_norcfs_does_not_list_rcfs(kernel_source: Source) -> None:
+    prepared = target.prepare(target.KernelSpec("norcfs", "rcfs"))
+    with target.booted(prepared) as vm:
+        filesystems = vm.run("cat /proc/filesystems").stdout.split()
+        assert "proc" in filesystems and "rcfs" not in filesystems
+
+
+def test_run_false_exits_1(default_kernel: target.Prepared) -> None:
+    out = subprocess.run([*HARNESS, "run", "--", "false"], capture_output=True, text=True)
+    assert out.returncode == 1, out.stderr
+
+
+def test_run_as_alice(default_kernel: target.Prepared) -> None:
+    out = subprocess.run([*HARNESS, "run", "--user", "alice", "--", "id", "-u"],
+                         capture_output=True, text=True)
+    assert (out.returncode, out.stdout) == (0, "1000\n"), out.stderr
+
+
+def test_run_passes_exit_status_and_streams(default_kernel: target.Prepared) -> None:
+    out = subprocess.run([*HARNESS, "run", "--", "sh", "-c", "echo out; echo err >&2; exit 7"],
+                         capture_output=True, text=True)
+    assert (out.returncode, out.stdout, out.stderr.splitlines()[-1]) == (7, "out\n", "err")
+
+
+def test_broken_init_is_a_boot_failure_within_the_timeout(default_kernel: target.Prepared) -> None:
+    options = target.BootOptions(boot_timeout=30, append="rdinit=/etc/passwd")
+    start = time.monotonic()
+    with pytest.raises(BootError) as err, target.booted(default_kernel, options):
+        pass
+    assert time.monotonic() - start < 30
+    assert "init" in str(err.value).lower()
+
+
+def test_run_reports_vm_failure_with_exit_125(default_kernel: target.Prepared) -> None:
+    # the guest goes away under the command: no status to pass through
+    out = subprocess.run([*HARNESS, "run", "--", "sh", "-c", "sleep 1; reboot -f; sleep 30"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 125, out.stderr
+    assert "harness: error:" in out.stderr
+
+
+def test_ssh_port_listens_on_loopback_only(default_kernel: target.Prepared) -> None:
+    with target.booted(default_kernel) as vm:
+        out = subprocess.run(["ss", "-ltnH", f"sport = :{vm.port}"], capture_output=True, text=True)
+        listeners = [line.split()[3] for line in out.stdout.splitlines() if line.strip()]
+        assert listeners == [f"127.0.0.1:{vm.port}"]
