@@ -34,3 +34,13 @@ def kernel_source() -> Source:
             f"{exc}. Run `make test-kernel` once (it downloads and caches linux-2.6.20.tar.bz2) "
             "or set HARNESS_KERNEL_SRC"
         )
+
+
+TARGET_DIRS = ("tests/target/", "tests/rcfs/")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        path = str(item.path).replace("\\", "/")
+        if any(d in path for d in TARGET_DIRS):
+            item.add_marker(pytest.mark.target)

@@ -1,0 +1,240 @@
+"""What a target test sees: a booted guest (``guest`` fixture) and rcfs helpers (``rcfs``).
+
+:class:`GuestSession` wraps a running :class:`~harness.vm.VM` with the
+operations tests need: commands as any user, ``rcfs-probe`` with parsed
+per-step results, background processes, the task list from /proc.
+
+:class:`Rcfs` mounts rcfs with an exact option string and remembers what it
+mounted and created, so :meth:`Rcfs.cleanup` can move tasks back to the top
+container, remove child containers depth-first and unmount, whatever the test
+left behind.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from harness.ssh import CommandResult
+from harness.vm import VM
+
+PROBE = "rcfs-probe"
+USERS = {"root": 0, "alice": 1000, "bob": 1001}
+
+
+@dataclass(frozen=True)
+class ProbeStep:
+    op: str
+    ok: bool
+    errno: str | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """The steps ``rcfs-probe`` reported, e.g. ``open: OK`` then ``write: EINVAL``."""
+
+    steps: tuple[ProbeStep, ...]
+    exit_status: int
+    output: str
+    content: str = ""  # what a ``read`` step returned
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0 and all(s.ok for s in self.steps)
+
+    @property
+    def errno(self) -> str | None:
+        """The errno name of the first failing step (None when all succeeded)."""
+        return next((s.errno for s in self.steps if not s.ok), None)
+
+    @property
+    def failed_step(self) -> str | None:
+        return next((s.op for s in self.steps if not s.ok), None)
+
+    def step(self, op: str) -> ProbeStep | None:
+        return next((s for s in self.steps if s.op == op), None)
+
+    def __str__(self) -> str:
+        return " / ".join(f"{s.op}: {'OK' if s.ok else s.errno}" for s in self.steps)
+
+
+_STEP = re.compile(r"^([a-z-]+): (OK(?: (.*))?|(E[A-Z0-9]+|ERRNO_\d+))$")
+
+
+def parse_probe(output: str, exit_status: int) -> ProbeResult:
+    """Parse rcfs-probe's output; a ``read: OK N`` line is followed by N content bytes."""
+    steps: list[ProbeStep] = []
+    content = ""
+    pos = 0
+    while pos < len(output):
+        end = output.find("\n", pos)
+        end = len(output) if end < 0 else end
+        line, pos = output[pos:end], end + 1
+        m = _STEP.match(line)
+        if not m:
+            continue
+        op, ok = m.group(1), m.group(2).startswith("OK")
+        detail = m.group(3) or ""
+        steps.append(ProbeStep(op, ok, None if ok else m.group(4), detail))
+        if op == "read" and ok and detail.isdigit():
+            content = output[pos:pos + int(detail)]
+            pos += int(detail)
+            if not content.endswith("\n") and output[pos:pos + 1] == "\n":
+                pos += 1
+    return ProbeResult(tuple(steps), exit_status, output, content)
+
+
+@dataclass
+class Spawned:
+    pid: int
+    user: str
+
+
+class GuestSession:
+    """The ``guest`` fixture: run things in the booted kernel."""
+
+    def __init__(self, vm: VM) -> None:
+        self.vm = vm
+        self._spawned: list[Spawned] = []
+
+    # -- commands -------------------------------------------------------------------
+
+    def run(self, cmd: str | Sequence[str], user: str = "root", timeout: float = 60,
+            input: str | bytes | None = None) -> CommandResult:
+        return self.vm.run(cmd, user=user, timeout=timeout, input=input)
+
+    def sh(self, script: str, user: str = "root", timeout: float = 60) -> str:
+        """Run a shell script; its stdout, or CommandFailed when it exits non-zero."""
+        return self.vm.run(script, user=user, timeout=timeout, check=True).stdout
+
+    def probe(self, *args: str, user: str = "root", as_uid: int | None = None,
+              timeout: float = 60) -> ProbeResult:
+        """Run ``rcfs-probe ARGS`` (``as_uid``: switch uid inside the probe, as root)."""
+        argv = [PROBE] + (["-u", str(as_uid)] if as_uid is not None else []) + list(args)
+        result = self.vm.run(argv, user=user, timeout=timeout)
+        return parse_probe(result.stdout, result.exit_status)
+
+    def write(self, path: str, data: str, user: str = "root", repeat: int | None = None,
+              existing: bool = True) -> ProbeResult:
+        """One open/write(2)/close of exactly ``data`` (times ``repeat``)."""
+        opts = (["-e"] if existing else []) + (["-n", str(repeat)] if repeat else [])
+        return self.probe(*opts, "write", path, data, user=user)
+
+    def read(self, path: str, user: str = "root") -> str:
+        return self.vm.run(["cat", "--", path], user=user, check=True).stdout
+
+    # -- processes --------------------------------------------------------------------
+
+    def spawn(self, command: str = "sleep 100000", user: str = "root") -> int:
+        """Start a background process as ``user``; returns its pid (killed at cleanup)."""
+        out = self.vm.run(f"nohup {command} >/dev/null 2>&1 </dev/null & echo $!", user=user,
+                          check=True).stdout
+        pid = int(out.strip())
+        self._spawned.append(Spawned(pid, user))
+        return pid
+
+    def kill(self, pid: int, wait: bool = True) -> None:
+        self.vm.run(f"kill -9 {pid} 2>/dev/null; true")
+        if wait:
+            self.vm.run(f"while [ -d /proc/{pid} ]; do usleep 20000; done", timeout=20)
+
+    def pids(self) -> list[int]:
+        """Every task (process) the guest's /proc lists, sorted."""
+        out = self.vm.run("ls /proc", check=True).stdout.split()
+        return sorted(int(p) for p in out if p.isdigit())
+
+    def alive(self, pid: int) -> bool:
+        return self.vm.run(f"test -d /proc/{pid}").exit_status == 0
+
+    def cleanup(self) -> None:
+        for spawned in reversed(self._spawned):
+            self.vm.run(f"kill -9 {spawned.pid} 2>/dev/null; true")
+        self._spawned.clear()
+
+
+@dataclass
+class Mount:
+    path: str
+    options: str | None
+
+
+@dataclass
+class Rcfs:
+    """The ``rcfs`` fixture: mounts with guaranteed cleanup."""
+
+    guest: GuestSession
+    mounts: list[Mount] = field(default_factory=list)
+    _counter: int = 0
+
+    def new_mountpoint(self) -> str:
+        self._counter += 1
+        path = f"/mnt/rcfs{self._counter}"
+        self.guest.sh(f"mkdir -p {path}")
+        return path
+
+    def try_mount(self, options: str | None, path: str | None = None) -> tuple[str, ProbeResult]:
+        """mount(2) with exactly ``options`` (None: a NULL data pointer)."""
+        path = path or self.new_mountpoint()
+        result = self.guest.probe("mount", "none", path, "rcfs", "-" if options is None else options)
+        if result.ok:
+            self.mounts.append(Mount(path, options))
+        return path, result
+
+    def mount(self, options: str | None = None, path: str | None = None) -> str:
+        path, result = self.try_mount(options, path)
+        assert result.ok, f"mount -o {options!r} failed: {result}"
+        return path
+
+    def umount(self, path: str) -> ProbeResult:
+        result = self.guest.probe("umount", path)
+        if result.ok:
+            self.mounts = [m for m in self.mounts if m.path != path]
+        return result
+
+    def mkdir(self, path: str) -> str:
+        result = self.guest.probe("mkdir", path)
+        assert result.ok, f"mkdir {path} failed: {result}"
+        return path
+
+    def tasks(self, container: str) -> list[int]:
+        text = self.guest.read(posixpath.join(container, "tasks"))
+        return [int(x) for x in text.split()]
+
+    def tasks_text(self, container: str) -> str:
+        return self.guest.read(posixpath.join(container, "tasks"))
+
+    def attach(self, container: str, pid: int | str, user: str = "root") -> ProbeResult:
+        return self.guest.write(posixpath.join(container, "tasks"), str(pid), user=user)
+
+    def containers(self, top: str) -> list[str]:
+        """Every container directory below ``top``, deepest first."""
+        out = self.guest.sh(f"find {shlex.quote(top)} -mindepth 1 -type d")
+        return sorted(out.split(), key=lambda p: p.count("/"), reverse=True)
+
+    def cleanup(self) -> list[str]:
+        """Empty and remove every child container, then unmount; returns the problems."""
+        problems: list[str] = []
+        for mount in reversed(self.mounts):
+            for container in self.containers(mount.path) if self._mounted(mount.path) else []:
+                for pid in self._tasks_or_empty(container):
+                    self.attach(mount.path, pid)
+                result = self.guest.probe("rmdir", container)
+                if not result.ok:
+                    problems.append(f"rmdir {container}: {result.errno}")
+            result = self.guest.probe("umount", mount.path)
+            if not result.ok:
+                problems.append(f"umount {mount.path}: {result.errno}")
+        self.mounts.clear()
+        return problems
+
+    def _mounted(self, path: str) -> bool:
+        return any(line.split()[1] == path
+                   for line in self.guest.read("/proc/mounts").splitlines() if line.split())
+
+    def _tasks_or_empty(self, container: str) -> list[int]:
+        result = self.guest.run(["cat", posixpath.join(container, "tasks")])
+        return [int(x) for x in result.stdout.split()] if result.exit_status == 0 else []

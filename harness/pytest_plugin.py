@@ -1,0 +1,276 @@
+"""pytest plugin: run tests inside a booted 2.6.20 guest.
+
+Registered through the ``pytest11`` entry point, so ``pytest`` in a venv with
+the harness installed has it.  It adds:
+
+* options ``--kernel-config``, ``--kernel-series``, ``--kernel-src``,
+  ``--keep-vm``, ``--boot-timeout``;
+* the marker ``@pytest.mark.kernel(config=..., series=..., set={...})`` for a
+  test that needs a particular kernel (the options give the defaults);
+* fixtures ``guest`` (:class:`~harness.guest.GuestSession`) and ``rcfs``
+  (:class:`~harness.guest.Rcfs`, mounts cleaned up depth-first).
+
+Each distinct kernel is built and booted once per session: tests are
+reordered so that tests of one kernel run together.  After every test the
+console since the test began is scanned for panics, Oops, BUG, WARNING and
+lock-dependency reports; any of them fails the test with the excerpt.  A VM
+that died, crashed or could not be cleaned up is replaced before the next
+test.  Infrastructure faults (QEMU died, SSH dropped, timeouts) are reported
+as errors, not failures.  Failing tests carry the console and kernel-log
+excerpts in their report (and in JUnit XML as properties).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from harness import target
+from harness.errors import HarnessError, InfraError, InputError
+from harness.guest import GuestSession, Rcfs
+from harness.target import BootOptions, KernelSpec, Prepared
+from harness.vm import VM, ConsoleEvent
+
+CHECKED_KINDS = frozenset({"panic", "oops", "bug", "warning", "lockdep"})
+REPLACE_KINDS = frozenset({"panic", "oops", "bug"})  # the kernel is no longer trustworthy
+KERNEL_FIXTURES = frozenset({"guest", "rcfs", "kernel_vm"})
+
+_MARK: pytest.StashKey[int] = pytest.StashKey()
+_VM: pytest.StashKey[VM] = pytest.StashKey()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("harness", "kernel under test (harness)")
+    group.addoption("--kernel-config", default="default", help="named kernel config (default: default)")
+    group.addoption("--kernel-series", default="rcfs-testss",
+                    help="patch series for tests that do not name one (default: rcfs-testss)")
+    group.addoption("--kernel-src", default=None, help="2.6.20 source (directory, tarball, PATH@REF)")
+    group.addoption("--keep-vm", action="store_true",
+                    help="leave the last VM running at the end and print how to reach it")
+    group.addoption("--boot-timeout", type=float, default=None, help="seconds to SSH login (default 60)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "kernel(config=None, series=None, set=None): the kernel this test needs "
+        "(config name, patch series, {SYMBOL: VALUE} overrides)",
+    )
+    config.stash[_POOL] = KernelPool(config)
+
+
+def spec_for(item: pytest.Item) -> KernelSpec:
+    config = item.config
+    marker = item.get_closest_marker("kernel")
+    kwargs: dict[str, Any] = dict(marker.kwargs) if marker else {}
+    overrides = kwargs.get("set") or {}
+    return KernelSpec(
+        config=kwargs.get("config") or config.getoption("--kernel-config"),
+        series=kwargs.get("series") or config.getoption("--kernel-series"),
+        overrides=tuple(f"{k}={v}" for k, v in sorted(overrides.items())),
+        kernel_src=config.getoption("--kernel-src"),
+    )
+
+
+def needs_kernel(item: pytest.Item) -> bool:
+    return bool(KERNEL_FIXTURES & set(getattr(item, "fixturenames", ())))
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
+                                  items: list[pytest.Item]) -> None:
+    """Group kernel tests by kernel (stable otherwise), so each kernel boots once."""
+    order: dict[KernelSpec, int] = {}
+    for item in items:
+        if needs_kernel(item):
+            order.setdefault(spec_for(item), len(order))
+    items.sort(key=lambda it: order.get(spec_for(it), -1) if needs_kernel(it) else -1)
+
+
+# --- the pool of kernels -------------------------------------------------------------
+
+
+@dataclass
+class KernelPool:
+    config: pytest.Config
+    prepared: dict[KernelSpec, Prepared | BaseException] = field(default_factory=dict)
+    current: tuple[KernelSpec, VM] | None = None
+    boots: int = 0
+    boot_failures: dict[KernelSpec, list[str]] = field(default_factory=dict)
+    max_boot_failures: int = 2
+
+    def prepare(self, spec: KernelSpec) -> Prepared:
+        if spec not in self.prepared:
+            try:
+                self.prepared[spec] = target.prepare(spec)
+            except HarnessError as exc:
+                self.prepared[spec] = exc
+        found = self.prepared[spec]
+        if isinstance(found, BaseException):
+            if _no_source(found):
+                pytest.skip(f"{found}. Run `make test-kernel` once or set HARNESS_KERNEL_SRC")
+            raise found
+        return found
+
+    def vm(self, spec: KernelSpec) -> VM:
+        if self.current is not None:
+            current_spec, vm = self.current
+            if current_spec == spec and vm.alive() and not vm.crashed():
+                return vm
+            self.release()
+        prepared = self.prepare(spec)
+        failures = self.boot_failures.setdefault(spec, [])
+        if len(failures) >= self.max_boot_failures:
+            raise InfraError(f"{spec.label} failed to boot {len(failures)} times; last: {failures[-1]}")
+        options = BootOptions(boot_timeout=self.config.getoption("--boot-timeout"))
+        vm = VM(target.vm_config(prepared, options, spec.label.replace("/", "-")),
+                name=spec.label.replace("/", "-"))
+        try:
+            vm.boot()
+        except HarnessError as exc:
+            vm.stop()
+            failures.append(str(exc))
+            raise
+        except BaseException:
+            vm.stop()
+            raise
+        self.boots += 1
+        self.current = (spec, vm)
+        return vm
+
+    def discard(self) -> None:
+        """Throw the current VM away: the next test boots a fresh one."""
+        self.release()
+
+    def release(self) -> None:
+        if self.current is not None:
+            _, vm = self.current
+            self.current = None
+            vm.stop()
+
+
+_POOL: pytest.StashKey[KernelPool] = pytest.StashKey()
+
+
+def _no_source(exc: BaseException) -> bool:
+    return "no Linux 2.6.20 source available" in str(exc)
+
+
+def pool(config: pytest.Config) -> KernelPool:
+    return config.stash[_POOL]
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    kernels = pool(session.config)
+    if session.config.getoption("--keep-vm") and kernels.current is not None:
+        spec, vm = kernels.current
+        prepared = kernels.prepared[spec]
+        if isinstance(prepared, Prepared):
+            target.write_kept(vm, prepared)
+            key = prepared.image.client_key("root")
+            print(f"\nharness: VM {spec.label} kept: ssh -i {key} -p {vm.port} root@127.0.0.1 "
+                  "(or harness ssh); Ctrl-C to stop it")
+            try:
+                while vm.alive():
+                    time.sleep(0.5)
+            except KeyboardInterrupt:
+                pass
+            finally:
+                target.clear_kept()
+    kernels.release()
+
+
+# --- fixtures ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def kernel_vm(request: pytest.FixtureRequest) -> VM:
+    """The running VM for this test's kernel (booted once per kernel)."""
+    item = request.node
+    try:
+        vm = pool(request.config).vm(spec_for(item))
+    except InputError:
+        raise
+    except HarnessError as exc:
+        raise InfraError(f"kernel {spec_for(item).label}: {exc}") from exc
+    item.stash[_VM] = vm
+    item.stash[_MARK] = vm.mark()
+    return vm
+
+
+@pytest.fixture
+def guest(kernel_vm: VM, request: pytest.FixtureRequest) -> Iterator[GuestSession]:
+    session = GuestSession(kernel_vm)
+    yield session
+    try:
+        session.cleanup()
+    except HarnessError:
+        pool(request.config).discard()
+
+
+@pytest.fixture
+def rcfs(guest: GuestSession, request: pytest.FixtureRequest) -> Iterator[Rcfs]:
+    mounts = Rcfs(guest)
+    yield mounts
+    try:
+        problems = mounts.cleanup()
+    except HarnessError as exc:
+        problems = [str(exc)]
+    if problems:
+        # the next test must not inherit this state: give it a fresh VM
+        pool(request.config).discard()
+        request.node.user_properties.append(("cleanup_problems", "; ".join(problems)))
+
+
+# --- verdicts ------------------------------------------------------------------------
+
+
+def kernel_reports(item: pytest.Item) -> list[ConsoleEvent]:
+    vm = item.stash.get(_VM, None)
+    if vm is None:
+        return []
+    time.sleep(0.05)  # let the console watcher catch up with what the kernel just printed
+    return [e for e in vm.events_since(item.stash.get(_MARK, 0)) if e.kind in CHECKED_KINDS]
+
+
+@pytest.hookimpl(hookwrapper=True, trylast=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, Any, None]:
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    vm = item.stash.get(_VM, None)
+    if vm is None:
+        return
+    if call.when == "call":
+        events = kernel_reports(item)
+        if events and report.outcome != "skipped":
+            text = "\n\n".join(f"{e}\n{e.excerpt}" for e in events)
+            report.outcome = "failed"
+            report.longrepr = f"kernel reported {len(events)} problem(s) during the test:\n{text}"
+        if any(e.kind in REPLACE_KINDS for e in events) or not vm.alive():
+            pool(item.config).discard()
+        if call.excinfo is not None and call.excinfo.errisinstance(InfraError):
+            report.user_properties.append(("infra_error", str(call.excinfo.value)))
+    if report.failed:
+        mark = item.stash.get(_MARK, 0)
+        console = vm.console_since(mark)[-16000:]
+        kernel = "\n\n".join(f"{e}\n{e.excerpt}" for e in vm.events_since(mark))
+        report.sections.append(("guest console", console or "(nothing)"))
+        if kernel:
+            report.sections.append(("kernel log", kernel))
+        report.user_properties.append(("console_log", console))
+        if kernel:
+            report.user_properties.append(("kernel_log", kernel))
+
+
+def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config
+                             ) -> tuple[str, str, str] | None:
+    """An infrastructure fault during a test is an ERROR, not a FAIL."""
+    if report.when == "call" and report.failed and any(
+            name == "infra_error" for name, _ in report.user_properties):
+        return "error", "E", "ERROR"
+    return None
