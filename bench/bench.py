@@ -17,6 +17,8 @@ import argparse
 import difflib
 import json
 import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -92,7 +94,37 @@ def bench_build() -> None:
         cache.remove_tree(work)
 
 
-BENCHES: dict[str, Callable[[], None]] = {"build": bench_build}
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def bench_boot(runs: int = 5) -> None:
+    """Boot-to-SSH-ready (QEMU start to first login) and `harness run -- true` round trips."""
+    from harness import target
+
+    prepared = target.prepare(target.KernelSpec("default", "rcfs"))
+    times: list[float] = []
+    milestones: list[dict[str, float]] = []
+    for _ in range(runs):
+        with target.booted(prepared) as vm:
+            assert vm.boot_info is not None
+            times.append(vm.boot_info.boot_seconds)
+            milestones.append(vm.boot_info.milestones)
+    record(f"boot to SSH ready (median of {runs})", statistics.median(times),
+           f"p95 {_percentile(times, 0.95):.2f} s, min {min(times):.2f} s")
+    last = milestones[-1]
+    print("   milestones of the last boot: "
+          + ", ".join(f"{name} {seconds:.2f}" for name, seconds in last.items()))
+    trips: list[float] = []
+    for _ in range(3):
+        seconds, status = timed(lambda: subprocess.run(
+            [sys.executable, "-m", "harness", "run", "--", "true"], check=False).returncode)
+        trips.append(seconds)
+    record("harness run -- true (median of 3)", statistics.median(trips), "build and image cached")
+
+
+BENCHES: dict[str, Callable[[], None]] = {"build": bench_build, "boot": bench_boot}
 
 
 def main() -> int:
