@@ -216,6 +216,33 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_VM_FAILED
 
 
+def cmd_test(args: argparse.Namespace) -> int:
+    from harness import testrun
+
+    cells = testrun.load_matrix()
+    if not args.matrix:
+        configs = [args.config] if args.config else sorted({c.config for c in cells})
+        series = [args.series] if args.series else sorted({c.series for c in cells})
+        cells = [testrun.Cell(c, s) for c in configs for s in series]
+    if args.shard:
+        cells = testrun.shard(cells, args.shard)
+        if not cells:
+            print(f"harness: shard {args.shard} has no cells", file=sys.stderr)
+            return 0
+    extra = args.pytest_args[1:] if args.pytest_args[:1] == ["--"] else args.pytest_args
+    path, code = testrun.run(cells, results_parent=Path(args.results), extra=extra, jobs=args.jobs)
+    testrun.print_summary(path)
+    return code
+
+
+def cmd_report_merge(args: argparse.Namespace) -> int:
+    from harness import report, testrun
+
+    summary = report.merge([Path(d) for d in args.dirs], Path(args.output))
+    testrun.print_summary(Path(args.output))
+    return report.exit_code(summary)
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from harness import doctor
 
@@ -264,6 +291,23 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=300.0, help="seconds the command may take")
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD...")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("test", help="run the rcfs suite per kernel into a results directory")
+    p.add_argument("--config", default=None, help="only this config (default: every matrix config)")
+    p.add_argument("--series", default=None, help="only this series (default: every matrix series)")
+    p.add_argument("--matrix", action="store_true", help="every (config, series) cell of the matrix")
+    p.add_argument("--shard", default=None, metavar="I/N", help="run the I-th of N shares of the cells")
+    p.add_argument("--results", default="results", help="parent of the results directory")
+    p.add_argument("-j", "--jobs", type=int, default=None, help="cells at a time (default: cores)")
+    p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="-- extra pytest arguments")
+    p.set_defaults(func=cmd_test)
+
+    p = sub.add_parser("report", help="results directories")
+    rsub = p.add_subparsers(dest="report_command", required=True, metavar="ACTION")
+    m = rsub.add_parser("merge", help="merge shard results into one directory")
+    m.add_argument("dirs", nargs="+", help="results directories of the shards")
+    m.add_argument("-o", "--output", required=True, help="merged results directory")
+    m.set_defaults(func=cmd_report_merge)
 
     p = sub.add_parser("import-patch", help="recover a clean diff from a quoted email/web archive")
     p.add_argument("file", help="the email or archive text")

@@ -22,9 +22,11 @@ excerpts in their report (and in JUnit XML as properties).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -52,6 +54,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--keep-vm", action="store_true",
                     help="leave the last VM running at the end and print how to reach it")
     group.addoption("--boot-timeout", type=float, default=None, help="seconds to SSH login (default 60)")
+    group.addoption("--kernel-cell", action="store_true",
+                    help="run only the tests of the one kernel given by --kernel-config/--kernel-series "
+                         "(tests without a config marker belong to 'default'); used by harness test")
+    group.addoption("--harness-records", default=None, metavar="PATH",
+                    help="write the builds and boots of this session as JSON (used by harness test)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -80,9 +87,25 @@ def needs_kernel(item: pytest.Item) -> bool:
     return bool(KERNEL_FIXTURES & set(getattr(item, "fixturenames", ())))
 
 
+def in_cell(item: pytest.Item, config: pytest.Config) -> bool:
+    """Does ``item`` belong to the (config, series) cell that --kernel-cell selects?"""
+    marker = item.get_closest_marker("kernel")
+    wanted = dict(marker.kwargs) if marker else {}
+    return (needs_kernel(item)
+            and (wanted.get("config") or "default") == config.getoption("--kernel-config")
+            and (wanted.get("series") or config.getoption("--kernel-series"))
+            == config.getoption("--kernel-series"))
+
+
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
                                   items: list[pytest.Item]) -> None:
     """Group kernel tests by kernel (stable otherwise), so each kernel boots once."""
+    if config.getoption("--kernel-cell"):
+        selected = [it for it in items if in_cell(it, config)]
+        deselected = [it for it in items if not in_cell(it, config)]
+        if deselected:
+            config.hook.pytest_deselected(items=deselected)
+            items[:] = selected
     order: dict[KernelSpec, int] = {}
     for item in items:
         if needs_kernel(item):
@@ -101,13 +124,30 @@ class KernelPool:
     boots: int = 0
     boot_failures: dict[KernelSpec, list[str]] = field(default_factory=dict)
     max_boot_failures: int = 2
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def _record(self, spec: KernelSpec) -> dict[str, Any]:
+        return self.records.setdefault(spec.label, {
+            "config": spec.config, "series": spec.series, "overrides": list(spec.overrides),
+            "build": None, "boots": []})
 
     def prepare(self, spec: KernelSpec) -> Prepared:
         if spec not in self.prepared:
+            start = time.monotonic()
             try:
-                self.prepared[spec] = target.prepare(spec)
+                self.prepared[spec] = prepared = target.prepare(spec)
+                built = prepared.build
+                self._record(spec)["build"] = {
+                    "status": "PASS", "duration": round(built.duration if not built.cached
+                                                        else time.monotonic() - start, 2),
+                    "cached": built.cached, "log": str(built.log), "warnings": built.warnings,
+                    "bzimage": str(built.bzimage)}
             except HarnessError as exc:
                 self.prepared[spec] = exc
+                if not _no_source(exc):
+                    self._record(spec)["build"] = {
+                        "status": "FAIL", "duration": round(time.monotonic() - start, 2),
+                        "message": str(exc)}
         found = self.prepared[spec]
         if isinstance(found, BaseException):
             if _no_source(found):
@@ -128,15 +168,19 @@ class KernelPool:
         options = BootOptions(boot_timeout=self.config.getoption("--boot-timeout"))
         vm = VM(target.vm_config(prepared, options, spec.label.replace("/", "-")),
                 name=spec.label.replace("/", "-"))
+        boots = self._record(spec)["boots"]
         try:
-            vm.boot()
+            info = vm.boot()
         except HarnessError as exc:
             vm.stop()
             failures.append(str(exc))
+            boots.append({"status": "FAIL", "console": str(vm.console_log), "message": str(exc)})
             raise
         except BaseException:
             vm.stop()
             raise
+        boots.append({"status": "PASS", "duration": round(info.boot_seconds, 2),
+                      "console": str(vm.console_log)})
         self.boots += 1
         self.current = (spec, vm)
         return vm
@@ -165,6 +209,9 @@ def pool(config: pytest.Config) -> KernelPool:
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     kernels = pool(session.config)
+    records_path = session.config.getoption("--harness-records")
+    if records_path:
+        Path(records_path).write_text(json.dumps(kernels.records, indent=2))
     if session.config.getoption("--keep-vm") and kernels.current is not None:
         spec, vm = kernels.current
         prepared = kernels.prepared[spec]
