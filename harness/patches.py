@@ -13,6 +13,7 @@ staging tree that is thrown away on failure.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +25,9 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def patches_dir() -> Path:
-    """The project's ``patches/`` directory."""
-    return Path(__file__).resolve().parent.parent / "patches"
+    """``$HARNESS_PATCHES`` if set (your own series), else the project's ``patches/``."""
+    env = os.environ.get("HARNESS_PATCHES")
+    return Path(env).absolute() if env else Path(__file__).resolve().parent.parent / "patches"
 
 
 @dataclass(frozen=True)

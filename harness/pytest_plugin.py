@@ -54,6 +54,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--keep-vm", action="store_true",
                     help="leave the last VM running at the end and print how to reach it")
     group.addoption("--boot-timeout", type=float, default=None, help="seconds to SSH login (default 60)")
+    group.addoption("--kernel-bzimage", default=None, metavar="PATH",
+                    help="boot this bzImage instead of building (used by harness bisect)")
     group.addoption("--kernel-cell", action="store_true",
                     help="run only the tests of the one kernel given by --kernel-config/--kernel-series "
                          "(tests without a config marker belong to 'default'); used by harness test")
@@ -135,7 +137,9 @@ class KernelPool:
         if spec not in self.prepared:
             start = time.monotonic()
             try:
-                self.prepared[spec] = prepared = target.prepare(spec)
+                bzimage = self.config.getoption("--kernel-bzimage")
+                self.prepared[spec] = prepared = (
+                    target.prepare_prebuilt(spec, Path(bzimage)) if bzimage else target.prepare(spec))
                 built = prepared.build
                 self._record(spec)["build"] = {
                     "status": "PASS", "duration": round(built.duration if not built.cached

@@ -18,6 +18,7 @@ from typing import Any
 
 from harness import build, cache, config, image, patches, source
 from harness.build import BuildResult
+from harness.errors import InputError
 from harness.image import Image
 from harness.vm import VM, VMConfig
 
@@ -70,6 +71,19 @@ def prepare(spec: KernelSpec, *, jobs: int | None = None) -> Prepared:
     recipe = image.resolve_recipe(spec.recipe)
     built = build_kernel(spec, jobs=jobs)
     img = image.build_image(recipe, jobs=jobs)
+    return Prepared(spec, built, img)
+
+
+def prepare_prebuilt(spec: KernelSpec, bzimage: Path) -> Prepared:
+    """A kernel built elsewhere (by ``harness bisect``) with the guest image."""
+    if not bzimage.is_file():
+        raise InputError(f"--kernel-bzimage {bzimage}: no such file")
+    meta = build.load_meta(bzimage.parents[3]) if len(bzimage.parents) > 3 else None
+    log = Path(meta["paths"]["log"]) if meta else bzimage
+    built = BuildResult(key="prebuilt", directory=bzimage.parent, bzimage=bzimage,
+                        dotconfig=bzimage.parent, system_map=bzimage.parent, log=log, cached=True,
+                        duration=0.0, warnings=int(meta["warnings"]) if meta else 0)
+    img = image.build_image(image.resolve_recipe(spec.recipe))
     return Prepared(spec, built, img)
 
 
