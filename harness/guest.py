@@ -17,7 +17,9 @@ import re
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from harness.errors import InputError
 from harness.ssh import CommandResult
 from harness.vm import VM
 
@@ -97,8 +99,9 @@ class Spawned:
 class GuestSession:
     """The ``guest`` fixture: run things in the booted kernel."""
 
-    def __init__(self, vm: VM) -> None:
+    def __init__(self, vm: VM, system_map: Path | None = None) -> None:
         self.vm = vm
+        self.system_map = system_map
         self._spawned: list[Spawned] = []
 
     # -- commands -------------------------------------------------------------------
@@ -150,10 +153,35 @@ class GuestSession:
     def alive(self, pid: int) -> bool:
         return self.vm.run(f"test -d /proc/{pid}").exit_status == 0
 
+    def crash_kernel(self, panic: bool = True) -> None:
+        """Make the guest kernel oops (and panic, with ``panic``) on purpose.
+
+        2.6.20 has no SysRq crash trigger without kexec, so this zeroes the
+        ``sync`` entry of ``sys_call_table`` through /dev/kmem and calls sync:
+        a NULL call in kernel mode, an Oops; with ``panic_on_oops`` a panic.
+        """
+        table = _symbol(self.system_map, "sys_call_table") if self.system_map else None
+        if table is None:
+            raise InputError(f"crash_kernel: sys_call_table not found in {self.system_map}")
+        setup = "echo 1 > /proc/sys/kernel/panic_on_oops; " if panic else ""
+        self.vm.run(
+            f"{setup}[ -c /dev/kmem ] || mknod /dev/kmem c 1 2; "
+            f"printf '\\000\\000\\000\\000' | dd of=/dev/kmem bs=1 seek={table + 36 * 4} "
+            "count=4 conv=notrunc 2>/dev/null", check=True)
+        self.vm.run("sync", timeout=10)
+
     def cleanup(self) -> None:
         for spawned in reversed(self._spawned):
             self.vm.run(f"kill -9 {spawned.pid} 2>/dev/null; true")
         self._spawned.clear()
+
+
+def _symbol(system_map: Path, name: str) -> int | None:
+    for line in system_map.read_text().splitlines():
+        fields = line.split()
+        if len(fields) == 3 and fields[2] == name:
+            return int(fields[0], 16)
+    return None
 
 
 @dataclass

@@ -254,7 +254,10 @@ def kernel_vm(request: pytest.FixtureRequest) -> VM:
 
 @pytest.fixture
 def guest(kernel_vm: VM, request: pytest.FixtureRequest) -> Iterator[GuestSession]:
-    session = GuestSession(kernel_vm)
+    current = pool(request.config).current
+    prepared = pool(request.config).prepared.get(current[0]) if current else None
+    system_map = prepared.build.system_map if isinstance(prepared, Prepared) else None
+    session = GuestSession(kernel_vm, system_map=system_map)
     yield session
     try:
         session.cleanup()
@@ -302,10 +305,14 @@ def pytest_runtest_makereport(
             text = "\n\n".join(f"{e}\n{e.excerpt}" for e in events)
             report.outcome = "failed"
             report.longrepr = f"kernel reported {len(events)} problem(s) during the test:\n{text}"
-        if any(e.kind in REPLACE_KINDS for e in events) or not vm.alive():
-            pool(item.config).discard()
-        if call.excinfo is not None and call.excinfo.errisinstance(InfraError):
+        crashed = any(e.kind in REPLACE_KINDS for e in events)
+        # a kernel crash is the kernel's verdict, not an infrastructure fault
+        infra = not crashed and call.excinfo is not None and call.excinfo.errisinstance(InfraError)
+        if infra:
+            assert call.excinfo is not None
             report.user_properties.append(("infra_error", str(call.excinfo.value)))
+        if infra or crashed or not vm.alive():
+            pool(item.config).discard()  # the next test gets a fresh VM
     if report.failed:
         mark = item.stash.get(_MARK, 0)
         console = vm.console_since(mark)[-16000:]

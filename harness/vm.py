@@ -389,6 +389,11 @@ class VM:
     def __repr__(self) -> str:
         return f"<VM {self.name} port={self.port} pid={self._pid}>"
 
+    @property
+    def pid(self) -> int | None:
+        """QEMU's process id (None before start)."""
+        return self._pid
+
     # -- lifecycle ----------------------------------------------------------------
 
     def __enter__(self) -> VM:
