@@ -114,19 +114,11 @@ def parse_fragment(text: str, origin: str) -> dict[str, str]:
     symbols: dict[str, str] = {}
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
-        if not line:
-            continue
-        m = _SET_LINE.match(line)
-        if m:
-            symbols[m.group(1)] = m.group(2)
-            continue
-        m = _UNSET_LINE.match(line)
-        if m:
-            symbols[m.group(1)] = "n"
-            continue
-        if line.startswith("#"):
-            continue
-        raise InputError(f"{origin}:{lineno}: {line!r} is not a kernel config line")
+        value = _line_value(line)
+        if value is not None:
+            symbols[value[0]] = value[1]
+        elif line and not line.startswith("#"):
+            raise InputError(f"{origin}:{lineno}: {line!r} is not a kernel config line")
     return symbols
 
 
@@ -240,18 +232,18 @@ def validate(request: ConfigRequest, kconfig: dict[str, KSymbol]) -> None:
 # --- .config merging -----------------------------------------------------------
 
 
+def _line_value(line: str) -> tuple[str, str] | None:
+    """``(symbol, value)`` of a ``CONFIG_X=v`` or ``# CONFIG_X is not set`` line."""
+    m = _SET_LINE.match(line)
+    if m:
+        return m.group(1), m.group(2)
+    m = _UNSET_LINE.match(line)
+    return (m.group(1), "n") if m else None
+
+
 def read_dotconfig(text: str) -> dict[str, str]:
     """Values of a ``.config``; symbols that are 'not set' map to ``n``."""
-    values: dict[str, str] = {}
-    for line in text.splitlines():
-        m = _SET_LINE.match(line)
-        if m:
-            values[m.group(1)] = m.group(2)
-            continue
-        m = _UNSET_LINE.match(line)
-        if m:
-            values[m.group(1)] = "n"
-    return values
+    return dict(v for line in text.splitlines() if (v := _line_value(line)) is not None)
 
 
 def merge(dotconfig: str, symbols: dict[str, str]) -> str:
@@ -259,9 +251,9 @@ def merge(dotconfig: str, symbols: dict[str, str]) -> str:
     remaining = dict(symbols)
     out: list[str] = []
     for line in dotconfig.splitlines():
-        m = _SET_LINE.match(line) or _UNSET_LINE.match(line)
-        if m and m.group(1) in remaining:
-            symbol = m.group(1)
+        value = _line_value(line)
+        if value is not None and value[0] in remaining:
+            symbol = value[0]
             out.append(format_line(symbol, remaining.pop(symbol)))
         else:
             out.append(line)
@@ -274,15 +266,21 @@ def _normalise(value: str) -> str:
     return str(number) if number is not None else value
 
 
-def check_survivors(request: ConfigRequest, dotconfig: str) -> None:
-    """Every requested symbol must have its value in the final ``.config``."""
+def lost_symbols(symbols: dict[str, str], dotconfig: str) -> list[str]:
+    """``SYMBOL wanted W, got A`` for each symbol whose value did not survive."""
     final = read_dotconfig(dotconfig)
     lost: list[str] = []
-    for symbol, wanted in request.symbols.items():
+    for symbol, wanted in symbols.items():
         actual = final.get(symbol, "n")
         if _normalise(actual) != _normalise(wanted):
             shown = "not set" if actual == "n" else actual
             lost.append(f"{symbol} wanted {'not set' if wanted == 'n' else wanted}, got {shown}")
+    return lost
+
+
+def check_survivors(request: ConfigRequest, dotconfig: str) -> None:
+    """Every requested symbol must have its value in the final ``.config``."""
+    lost = lost_symbols(request.symbols, dotconfig)
     if lost:
         raise InputError(
             f"config {request.label!r}: symbols did not survive make oldconfig "

@@ -42,7 +42,7 @@ from typing import Any
 
 import jinja2
 
-from harness import archive, cache, proc, progress
+from harness import archive, cache, config, proc, progress
 from harness.archive import CpioMember
 from harness.errors import InputError, StageError
 
@@ -910,46 +910,6 @@ def _extract_orig(tarball: Path, work: Path) -> Path:
     return tops[0]
 
 
-def merge_kconfig(config: str, fragment: str) -> tuple[str, dict[str, str]]:
-    """Replace (or append) each fragment symbol in a kconfig ``.config``.
-
-    Returns the merged text and the wanted ``{symbol: line}`` map, to check
-    after ``oldconfig`` that every symbol survived.
-    """
-    wanted: dict[str, str] = {}
-    for line in fragment.splitlines():
-        line = line.strip()
-        m = re.match(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$", line) or re.match(
-            r"^# (CONFIG_[A-Za-z0-9_]+) is not set$", line
-        )
-        if m:
-            wanted[m.group(1)] = line
-        elif line and not line.startswith("#"):
-            raise InputError(f"busybox config fragment: cannot parse {line!r}")
-    out = []
-    for line in config.splitlines():
-        m = re.match(r"^(CONFIG_[A-Za-z0-9_]+)=", line) or re.match(
-            r"^# (CONFIG_[A-Za-z0-9_]+) is not set$", line
-        )
-        if m and m.group(1) in wanted:
-            continue
-        out.append(line)
-    out.extend(wanted.values())
-    return "\n".join(out) + "\n", wanted
-
-
-def _missing_symbols(config: str, wanted: Mapping[str, str]) -> list[str]:
-    lines = set(config.splitlines())
-    missing = []
-    for sym, line in wanted.items():
-        if line.startswith("#"):
-            if any(x.startswith(f"{sym}=") and not x.endswith("=n") for x in lines):
-                missing.append(line)
-        elif line not in lines:
-            missing.append(line)
-    return missing
-
-
 def build_busybox(pkg: Package, tarball: Path, tc: GuestToolchain, jobs: int) -> Userland:
     key = cache.digest(USERLAND_FORMAT, pkg.orig.sha256, pkg.config or b"", tc.id)
 
@@ -966,14 +926,12 @@ def build_busybox(pkg: Package, tarball: Path, tc: GuestToolchain, jobs: int) ->
         with progress.step(f"busybox {pkg.version}: configure and build") as s:
             s.update("make defconfig")
             _run_logged(["make", "defconfig"], log, cwd=src, what="busybox make defconfig")
-            merged, wanted = merge_kconfig(
-                (src / ".config").read_text(), (pkg.config or b"").decode()
-            )
-            (src / ".config").write_text(merged)
+            wanted = config.parse_fragment((pkg.config or b"").decode(), "busybox config fragment")
+            (src / ".config").write_text(config.merge((src / ".config").read_text(), wanted))
             _run_logged(["make", "oldconfig"], log, cwd=src, input=OLDCONFIG_ANSWERS,
                         what="busybox make oldconfig")
             final_config = (src / ".config").read_text()
-            missing = _missing_symbols(final_config, wanted)
+            missing = config.lost_symbols(wanted, final_config)
             if missing:
                 raise StageError(f"busybox config: lost after oldconfig: {', '.join(missing)}")
             s.update("make busybox")

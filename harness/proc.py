@@ -53,6 +53,15 @@ def _env(extra: Mapping[str, str] | None) -> dict[str, str] | None:
     return env
 
 
+def _popen(args: tuple[str, ...], cwd: Path | None, env: Mapping[str, str] | None, *,
+           stdin: int, stdout: int | IO[str], stderr: int, text: bool) -> subprocess.Popen[Any]:
+    try:
+        return subprocess.Popen(args, cwd=cwd, env=_env(env), stdin=stdin, stdout=stdout,
+                                stderr=stderr, text=text, errors="replace" if text else None)
+    except FileNotFoundError as exc:
+        raise StageError(f"{args[0]}: command not found (run 'harness doctor')") from exc
+
+
 def run(
     argv: Sequence[Arg],
     *,
@@ -77,20 +86,13 @@ def run(
         log_to.write(f"$ {format_argv(args)}\n")
         log_to.flush()
     start = time.monotonic()
-    text = not isinstance(input, bytes)
-    try:
-        proc = subprocess.Popen(
-            args,
-            cwd=cwd,
-            env=_env(env),
-            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-            stdout=log_to if log_to is not None else subprocess.PIPE,
-            stderr=subprocess.STDOUT if log_to is not None else subprocess.PIPE,
-            text=text,
-            start_new_session=False,
-        )
-    except FileNotFoundError as exc:
-        raise StageError(f"{args[0]}: command not found (run 'harness doctor')") from exc
+    proc = _popen(
+        args, cwd, env,
+        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+        stdout=log_to if log_to is not None else subprocess.PIPE,
+        stderr=subprocess.STDOUT if log_to is not None else subprocess.PIPE,
+        text=not isinstance(input, bytes),
+    )
     try:
         out, err = proc.communicate(input=input, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -135,19 +137,13 @@ def stream(
     log_to.write(f"$ {format_argv(args)}\n")
     log_to.flush()
     start = time.monotonic()
-    try:
-        proc = subprocess.Popen(
-            args,
-            cwd=cwd,
-            env=_env(env),
-            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            errors="replace",
-        )
-    except FileNotFoundError as exc:
-        raise StageError(f"{args[0]}: command not found (run 'harness doctor')") from exc
+    proc = _popen(
+        args, cwd, env,
+        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         if input is not None and proc.stdin is not None:
             try:

@@ -78,7 +78,8 @@ def prepare_prebuilt(spec: KernelSpec, bzimage: Path) -> Prepared:
     """A kernel built elsewhere (by ``harness bisect``) with the guest image."""
     if not bzimage.is_file():
         raise InputError(f"--kernel-bzimage {bzimage}: no such file")
-    meta = build.load_meta(bzimage.parents[4]) if len(bzimage.parents) > 4 else None  # builds/<entry>/out/arch/i386/boot
+    # a harness build lives in builds/<entry>/out/arch/i386/boot/bzImage
+    meta = build.load_meta(bzimage.parents[4]) if len(bzimage.parents) > 4 else None
     log = Path(meta["paths"]["log"]) if meta else bzimage
     built = BuildResult(key="prebuilt", directory=bzimage.parent, bzimage=bzimage,
                         dotconfig=bzimage.parent, system_map=bzimage.parent, log=log, cached=True,

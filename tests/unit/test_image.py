@@ -376,19 +376,23 @@ def test_safe_extract_tar_bad_inputs(tmp_path: Path) -> None:
 # --- busybox config merging -------------------------------------------------------------
 
 
-def test_merge_kconfig_replaces_lines_and_checks_survivors() -> None:
-    config = "CONFIG_A=y\n# CONFIG_STATIC is not set\nCONFIG_TC=y\nCONFIG_S=\"x\"\n"
-    merged, wanted = image.merge_kconfig(config, "CONFIG_STATIC=y\n# CONFIG_TC is not set\n"
-                                                 "# comment\nCONFIG_S=\"y\"\n")
+def test_busybox_fragment_merges_through_config_module() -> None:
+    from harness import config
+
+    dotconfig = "CONFIG_A=y\n# CONFIG_STATIC is not set\nCONFIG_TC=y\nCONFIG_S=\"x\"\n"
+    wanted = config.parse_fragment("CONFIG_STATIC=y\n# CONFIG_TC is not set\n# comment\nCONFIG_S=\"y\"\n",
+                                   "busybox config fragment")
+    merged = config.merge(dotconfig, wanted)
     lines = merged.splitlines()
     assert "CONFIG_STATIC=y" in lines and "# CONFIG_STATIC is not set" not in lines
     assert "# CONFIG_TC is not set" in lines and "CONFIG_TC=y" not in lines
     assert lines.count('CONFIG_S="y"') == 1 and 'CONFIG_S="x"' not in lines
-    assert image._missing_symbols(merged, wanted) == []
-    assert image._missing_symbols("CONFIG_TC=y\n", wanted) == [
-        "CONFIG_STATIC=y", "# CONFIG_TC is not set", 'CONFIG_S="y"']
-    with pytest.raises(InputError, match="cannot parse"):
-        image.merge_kconfig(config, "STATIC=y\n")
+    assert config.lost_symbols(wanted, merged) == []
+    assert config.lost_symbols(wanted, "CONFIG_TC=y\n") == [
+        "CONFIG_STATIC wanted y, got not set", "CONFIG_TC wanted not set, got y",
+        'CONFIG_S wanted "y", got not set']
+    with pytest.raises(InputError, match="is not a kernel config line"):
+        config.parse_fragment("STATIC=y\n", "busybox config fragment")
 
 
 # --- apt sources --------------------------------------------------------------------------
