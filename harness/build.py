@@ -95,7 +95,7 @@ def entry_dir(request: BuildRequest, toolchain: Toolchain) -> tuple[str, Path]:
     key = cache.digest(
         request.source.id, request.series.name, request.config.digest(), toolchain.id
     )
-    return key, cache.subdir("builds") / f"{request.series.name}-{request.config.name}-{key}"
+    return key, cache.root() / "builds" / f"{request.series.name}-{request.config.name}-{key}"
 
 
 def _inputs(request: BuildRequest, toolchain: Toolchain) -> dict[str, Any]:

@@ -170,9 +170,9 @@ class KernelPool:
         if len(failures) >= self.max_boot_failures:
             raise InfraError(f"{spec.label} failed to boot {len(failures)} times; last: {failures[-1]}")
         options = BootOptions(boot_timeout=self.config.getoption("--boot-timeout"))
-        vm = VM(target.vm_config(prepared, options, spec.label.replace("/", "-")),
-                name=spec.label.replace("/", "-"))
         boots = self._record(spec)["boots"]
+        name = f"{spec.label.replace('/', '-')}-boot{len(boots) + 1}"  # each boot keeps its console log
+        vm = VM(target.vm_config(prepared, options, name), name=name)
         try:
             info = vm.boot()
         except HarnessError as exc:
@@ -310,7 +310,7 @@ def pytest_runtest_makereport(
         infra = not crashed and call.excinfo is not None and call.excinfo.errisinstance(InfraError)
         if infra:
             assert call.excinfo is not None
-            report.user_properties.append(("infra_error", str(call.excinfo.value)))
+            _add_property(item, report, "infra_error", str(call.excinfo.value))
         if infra or crashed or not vm.alive():
             pool(item.config).discard()  # the next test gets a fresh VM
     if report.failed:
@@ -320,9 +320,15 @@ def pytest_runtest_makereport(
         report.sections.append(("guest console", console or "(nothing)"))
         if kernel:
             report.sections.append(("kernel log", kernel))
-        report.user_properties.append(("console_log", console))
+        _add_property(item, report, "console_log", console)
         if kernel:
-            report.user_properties.append(("kernel_log", kernel))
+            _add_property(item, report, "kernel_log", kernel)
+
+
+def _add_property(item: pytest.Item, report: pytest.TestReport, name: str, value: str) -> None:
+    """On this report (for the terminal) and on the item (JUnit takes the teardown report's)."""
+    report.user_properties.append((name, value))
+    item.user_properties.append((name, value))
 
 
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config

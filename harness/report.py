@@ -427,7 +427,8 @@ def _testcase_record(case: ET.Element, build_id: str, start_time: str | None, li
         message = child.get("message", "")
         text = (child.text or "").strip("\n")
         if child.tag == "failure":
-            this: Status = "ERROR" if _is_infra(message, text) else "FAIL"
+            infra = _is_infra(message, text) or "infra_error" in props
+            this: Status = "ERROR" if infra else "FAIL"
             if message.startswith("[XPASS(strict)]"):
                 xfail = "xpass"
         elif child.tag == "error":

@@ -117,7 +117,7 @@ def booted(prepared: Prepared, options: BootOptions | None = None,
 
 
 def kept_state_path() -> Path:
-    return cache.subdir("vm") / "kept.json"
+    return cache.root() / "vm" / "kept.json"
 
 
 def write_kept(vm: VM, prepared: Prepared) -> Path:
@@ -130,6 +130,7 @@ def write_kept(vm: VM, prepared: Prepared) -> Path:
         "console_log": str(vm.console_log),
     }
     path = kept_state_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(state, indent=2))
     os.replace(tmp, path)
