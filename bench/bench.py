@@ -124,7 +124,68 @@ def bench_boot(runs: int = 5) -> None:
     record("harness run -- true (median of 3)", statistics.median(trips), "build and image cached")
 
 
+def _bisect_fixtures() -> Any:
+    """The fixture helpers of tests/target/test_bisect_target.py (git history, regress series)."""
+    import importlib.util
+
+    path = REPO / "tests" / "target" / "test_bisect_target.py"
+    spec = importlib.util.spec_from_file_location("bisect_target_fixtures", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def bench_bisect() -> None:
+    """Both bisect cases of tests/target/test_bisect_target.py: wall time, builds vs candidates.
+
+    git: the synthetic history in $HARNESS_CACHE/bisect-fixture (7 candidates,
+    compat on top); series: ``regress`` on rcfs-testss (5 candidates).  Both
+    share their build entry between steps, so a build is incremental.
+    """
+    import os
+
+    from harness import bisect_run
+
+    fx = _bisect_fixtures()
+    src = source.resolve(None, allow_download=True)
+    opts = bisect_run.Options(progress=lambda message: print(f"   bisect: {message}", flush=True))
+    work = Path(tempfile.mkdtemp(prefix="harness-bench-bisect-"))
+    old_cwd = Path.cwd()
+    os.chdir(REPO)
+    try:
+        fixture = fx.make_git_fixture(src.tree)
+        seconds, outcome = timed(lambda: bisect_run.bisect_git(
+            fixture.repo, fixture.good, "HEAD", fx.PROBE, "default", "compat", fx.TESTSS_SETS,
+            work / "git.jsonl", options=opts))
+        found = outcome.first_bad is not None and outcome.first_bad.id == fixture.regression
+        record("bisect git (7 candidates)", seconds,
+               f"{fixture.commits} candidates, {len(outcome.steps)} steps, {outcome.builds} builds"
+               + ("" if found else "  WRONG ANSWER"))
+        root = fx.make_regress_series(work / "patches", src, work)
+        old_patches = os.environ.get("HARNESS_PATCHES")
+        os.environ["HARNESS_PATCHES"] = str(root)
+        try:
+            seconds, outcome = timed(lambda: bisect_run.bisect_series(
+                "regress", fx.PROBE, "default", (), work / "series.jsonl", options=opts))
+        finally:
+            if old_patches is None:
+                os.environ.pop("HARNESS_PATCHES", None)
+            else:
+                os.environ["HARNESS_PATCHES"] = old_patches
+        found = (outcome.first_bad is not None
+                 and outcome.first_bad.id == "regress/0003-rcfs-rmdir-ignores-tasks.patch")
+        record("bisect series (5 candidates)", seconds,
+               f"5 candidates, {len(outcome.steps)} steps, {outcome.builds} builds"
+               + ("" if found else "  WRONG ANSWER"))
+    finally:
+        os.chdir(old_cwd)
+        cache.remove_tree(work)
+
+
 BENCHES: dict[str, Callable[[], None]] = {"build": bench_build, "boot": bench_boot}
+BENCHES["bisect"] = bench_bisect
 
 
 def main() -> int:

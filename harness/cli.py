@@ -235,6 +235,46 @@ def cmd_test(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_bisect(args: argparse.Namespace) -> int:
+    """``harness bisect``: 0 first bad found, 1 ambiguous (skips), 2 bad input/infrastructure."""
+    from harness import bisect_run
+
+    if args.git is None:
+        if args.series is None:
+            raise InputError("harness bisect: give --series NAME (which patch of a series) or "
+                             "--git PATH --good REF --bad REF (which commit)")
+        given = [opt for opt, value in (("--good", args.good), ("--bad", args.bad)) if value is not None]
+        if given:
+            raise InputError(f"harness bisect: {' and '.join(given)} need --git PATH; --series NAME "
+                             "alone bisects the patches of that series")
+    else:
+        missing = [opt for opt, value in (("--good", args.good), ("--bad", args.bad)) if not value]
+        if missing:
+            raise InputError(f"harness bisect --git: {' and '.join(missing)} REF missing; expected "
+                             "--good REF (the test passes) and --bad REF (it fails)")
+    if args.timeout is not None and args.timeout <= 0:
+        raise InputError(f"--timeout {args.timeout}: expected a positive number of seconds")
+    replay = Path(args.replay) if args.replay else None
+    if replay is not None and not replay.is_file():
+        raise InputError(f"--replay {replay}: no such file; expected a bisect log (.jsonl)")
+    log = Path(args.log) if args.log else (replay or bisect_run.default_log_path())
+    options = bisect_run.Options(log=log, replay_from=replay, timeout=args.timeout, jobs=args.jobs)
+    try:
+        if args.git is not None:
+            outcome = bisect_run.bisect_git(Path(args.git), args.good, args.bad, args.test, args.config,
+                                            args.series, args.overrides, log, options=options)
+        else:
+            outcome = bisect_run.bisect_series(args.series, args.test, args.config, args.overrides, log,
+                                               kernel_src=args.kernel_src, options=options)
+    except BaseException:
+        if log.is_file() and log.stat().st_size > 0 and replay is None:
+            print(f"harness: bisect log {log} (resume with --replay {log})", file=sys.stderr)
+        raise
+    print(bisect_run.describe_outcome(outcome, bisect_run.log_candidates(log)))
+    print(f"bisect log: {log} (resume or re-read with --replay {log})")
+    return 0 if outcome.first_bad is not None else 1
+
+
 def cmd_report_merge(args: argparse.Namespace) -> int:
     from harness import report, testrun
 
@@ -301,6 +341,28 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("-j", "--jobs", type=int, default=None, help="cells at a time (default: cores)")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="-- extra pytest arguments")
     p.set_defaults(func=cmd_test)
+
+    p = sub.add_parser("bisect", help="find the patch or commit that makes a test fail")
+    p.add_argument("--series", default=None, metavar="NAME",
+                   help="bisect the patches of this series; with --git: the series applied on top "
+                        "of every commit (e.g. compat)")
+    p.add_argument("--git", default=None, metavar="PATH", help="bisect the commits of this git repository")
+    p.add_argument("--good", default=None, metavar="REF", help="with --git: a commit where the test passes")
+    p.add_argument("--bad", default=None, metavar="REF", help="with --git: a commit where the test fails")
+    p.add_argument("--test", required=True, metavar="NODEID", help="the pytest node id to run at each step")
+    p.add_argument("--config", default="default", help="named kernel config (default: default)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SYMBOL=VALUE",
+                   help="override a config symbol (repeatable)")
+    p.add_argument("--kernel-src", default=None, metavar="SRC",
+                   help="--series mode: the 2.6.20 source (or $HARNESS_KERNEL_SRC)")
+    p.add_argument("--log", default=None, metavar="PATH",
+                   help="JSON-lines log of the steps (default $HARNESS_CACHE/bisect/<timestamp>.jsonl)")
+    p.add_argument("--replay", default=None, metavar="PATH",
+                   help="reuse the verdicts recorded in this log (resume); it is also the log unless --log")
+    p.add_argument("--timeout", type=float, default=900.0, metavar="SECONDS",
+                   help="seconds one test run (boot + test) may take (default 900)")
+    p.add_argument("-j", "--jobs", type=int, default=None, help="parallel make jobs")
+    p.set_defaults(func=cmd_bisect)
 
     p = sub.add_parser("report", help="results directories")
     rsub = p.add_subparsers(dest="report_command", required=True, metavar="ACTION")
