@@ -108,7 +108,7 @@ def cmd_series(args: argparse.Namespace) -> int:
         series = patches.load_series(args.name)
         print(f"{series.name}: {' -> '.join(series.chain)}")
         for patch in series.patches:
-            print(f"  {patch.series}/{patch.name}  {patch.subject}")
+            print(f"  {patch.series}/{patch.name}  {patch.subject}", flush=True)
         return 0
     for name in patches.available():
         series = patches.load_series(name)

@@ -378,11 +378,13 @@ def test_ctrl_c_during_a_test_run_stops_qemu(tmp_path: Path) -> None:
         # first test logs in
         inner = [pid for pid, cmd in tagged(tag) if " -m pytest " in cmd]
         assert len(inner) == 1, tagged(tag)
-        console = cache.root() / "vm" / f"rcfs-testss-default-{inner[0]}.console.log"
+        pattern = f"rcfs-testss-default-boot*-{inner[0]}.console.log"
 
         def sshd_up() -> bool:
-            with contextlib.suppress(OSError):
-                return "HARNESS-MILESTONE: sshd-up" in console.read_bytes().decode(errors="replace")
+            for console in (cache.root() / "vm").glob(pattern):
+                with contextlib.suppress(OSError):
+                    if "HARNESS-MILESTONE: sshd-up" in console.read_bytes().decode(errors="replace"):
+                        return True
             return False
 
         wait_for("sshd-up on the guest console", sshd_up, 60, p, stderr_path)
