@@ -102,6 +102,7 @@ class GuestSession:
     def __init__(self, vm: VM, system_map: Path | None = None) -> None:
         self.vm = vm
         self.system_map = system_map
+        self.discard_vm = False  # set it to give the next test a freshly booted VM
         self._spawned: list[Spawned] = []
 
     # -- commands -------------------------------------------------------------------
@@ -217,8 +218,9 @@ class Rcfs:
         assert result.ok, f"mount -o {options!r} failed: {result}"
         return path
 
-    def umount(self, path: str) -> ProbeResult:
-        result = self.guest.probe("umount", path)
+    def umount(self, path: str, timeout: float = 20) -> ProbeResult:
+        """umount(2); a hang raises SSHTimeout (an infrastructure error) after ``timeout``."""
+        result = self.guest.probe("umount", path, timeout=timeout)
         if result.ok:
             self.mounts = [m for m in self.mounts if m.path != path]
         return result

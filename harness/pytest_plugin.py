@@ -262,6 +262,8 @@ def guest(kernel_vm: VM, request: pytest.FixtureRequest) -> Iterator[GuestSessio
     try:
         session.cleanup()
     except HarnessError:
+        session.discard_vm = True
+    if session.discard_vm:
         pool(request.config).discard()
 
 
