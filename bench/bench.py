@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -184,8 +185,52 @@ def bench_bisect() -> None:
         cache.remove_tree(work)
 
 
-BENCHES: dict[str, Callable[[], None]] = {"build": bench_build, "boot": bench_boot}
-BENCHES["bisect"] = bench_bisect
+def bench_image() -> None:
+    """Guest image: cold (userland compiled from the Debian sources) and warm (cached)."""
+    from harness import image
+
+    recipe = image.resolve_recipe("default")
+    with tempfile.TemporaryDirectory(prefix="harness-bench-cache-") as tmp:
+        cold_cache = Path(tmp)
+        downloads = cache.root() / "downloads" / "debian"
+        if downloads.is_dir():  # the Debian sources themselves are not what we measure
+            shutil.copytree(downloads, cold_cache / "downloads" / "debian")
+        previous = os.environ.get("HARNESS_CACHE")
+        os.environ["HARNESS_CACHE"] = str(cold_cache)
+        try:
+            seconds, _ = timed(lambda: image.build_image(recipe))
+            record("image cold (busybox, dropbear, probe)", seconds)
+            seconds, _ = timed(lambda: image.build_image(recipe))
+            record("image warm", seconds, "cache hit")
+        finally:
+            if previous is None:
+                os.environ.pop("HARNESS_CACHE", None)
+            else:
+                os.environ["HARNESS_CACHE"] = previous
+
+
+def bench_suite() -> None:
+    """Warm rcfs suite time per kernel cell (kernels and image cached), and make test-kernel."""
+    from harness import testrun
+
+    for cell in testrun.load_matrix():
+        with tempfile.TemporaryDirectory(prefix="harness-bench-results-") as tmp:
+            testrun.run([cell], results_parent=Path(tmp))  # builds if needed: not measured
+            start = time.monotonic()
+            path, code = testrun.run([cell], results_parent=Path(tmp))
+            seconds = time.monotonic() - start
+            counts = testrun.report.load_summary(path).counts()
+            record(f"suite {cell.label} (warm)", seconds,
+                   f"{counts['tests']} tests, exit {code}")
+    seconds, status = timed(lambda: subprocess.run(["make", "-s", "test-kernel"], cwd=REPO,
+                                                   check=False, capture_output=True).returncode)
+    record("make test-kernel (warm)", seconds, f"exit {status}")
+
+
+BENCHES: dict[str, Callable[[], None]] = {
+    "build": bench_build, "image": bench_image, "boot": bench_boot, "suite": bench_suite,
+    "bisect": bench_bisect,
+}
 
 
 def main() -> int:
