@@ -43,6 +43,7 @@ KERNEL_FIXTURES = frozenset({"guest", "rcfs", "kernel_vm"})
 
 _MARK: pytest.StashKey[int] = pytest.StashKey()
 _VM: pytest.StashKey[VM] = pytest.StashKey()
+_CALL_END: pytest.StashKey[int] = pytest.StashKey()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -301,8 +302,17 @@ def pytest_runtest_makereport(
     vm = item.stash.get(_VM, None)
     if vm is None:
         return
+    if call.when == "teardown" and _CALL_END in item.stash:
+        late = [e for e in vm.events_since(item.stash[_CALL_END]) if e.kind in CHECKED_KINDS]
+        if late:  # cleanup (killing tasks, rmdir, umount) made the kernel complain
+            report.outcome = "failed"
+            report.longrepr = "kernel reported problem(s) during cleanup:\n" + "\n\n".join(
+                f"{e}\n{e.excerpt}" for e in late)
+            if any(e.kind in REPLACE_KINDS for e in late):
+                pool(item.config).discard()
     if call.when == "call":
         events = kernel_reports(item)
+        item.stash[_CALL_END] = vm.mark()
         if events and report.outcome != "skipped":
             text = "\n\n".join(f"{e}\n{e.excerpt}" for e in events)
             report.outcome = "failed"
