@@ -185,6 +185,19 @@ def _symbol(system_map: Path, name: str) -> int | None:
     return None
 
 
+CLEANUP_SCRIPT = r"""
+for top in @MOUNTS@; do
+    grep -q " $top rcfs " /proc/mounts || continue
+    for c in $(find "$top" -mindepth 1 -type d | awk -F/ '{print NF, $0}' | sort -rn | cut -d' ' -f2-); do
+        for pid in $(cat "$c/tasks" 2>/dev/null); do echo "$pid" > "$top/tasks" 2>/dev/null; done
+        rcfs-probe rmdir "$c" | sed -n "s|^rmdir: \(E.*\)|PROBLEM rmdir $c \1|p"
+    done
+    rcfs-probe umount "$top" | sed -n "s|^umount: \(E.*\)|PROBLEM umount $top \1|p"
+done
+true
+"""
+
+
 @dataclass
 class Mount:
     path: str
@@ -245,26 +258,22 @@ class Rcfs:
         out = self.guest.sh(f"find {shlex.quote(top)} -mindepth 1 -type d")
         return sorted(out.split(), key=lambda p: p.count("/"), reverse=True)
 
-    def cleanup(self) -> list[str]:
-        """Empty and remove every child container, then unmount; returns the problems."""
-        problems: list[str] = []
-        for mount in reversed(self.mounts):
-            for container in self.containers(mount.path) if self._mounted(mount.path) else []:
-                for pid in self._tasks_or_empty(container):
-                    self.attach(mount.path, pid)
-                result = self.guest.probe("rmdir", container)
-                if not result.ok:
-                    problems.append(f"rmdir {container}: {result.errno}")
-            result = self.guest.probe("umount", mount.path)
-            if not result.ok:
-                problems.append(f"umount {mount.path}: {result.errno}")
+    def cleanup(self, timeout: float = 60) -> list[str]:
+        """Empty and remove every child container, then unmount; returns the problems.
+
+        One guest script does it all (one SSH round trip, however many
+        containers): for each mount, newest first, the tasks of each container
+        go back to the top, containers are removed deepest first, then the
+        mount is unmounted.  Each failing step prints ``PROBLEM <step> <path> <errno>``.
+        """
+        if not self.mounts:
+            return []
+        paths = " ".join(shlex.quote(m.path) for m in reversed(self.mounts))
+        result = self.guest.run(CLEANUP_SCRIPT.replace("@MOUNTS@", paths), timeout=timeout)
         self.mounts.clear()
+        problems = []
+        for line in result.stdout.splitlines():
+            fields = line.split()
+            if len(fields) == 4 and fields[0] == "PROBLEM":
+                problems.append(f"{fields[1]} {fields[2]}: {fields[3]}")
         return problems
-
-    def _mounted(self, path: str) -> bool:
-        return any(line.split()[1] == path
-                   for line in self.guest.read("/proc/mounts").splitlines() if line.split())
-
-    def _tasks_or_empty(self, container: str) -> list[int]:
-        result = self.guest.run(["cat", posixpath.join(container, "tasks")])
-        return [int(x) for x in result.stdout.split()] if result.exit_status == 0 else []
