@@ -172,8 +172,10 @@ class GuestSession:
         self.vm.run("sync", timeout=10)
 
     def cleanup(self) -> None:
-        for spawned in reversed(self._spawned):
-            self.vm.run(f"kill -9 {spawned.pid} 2>/dev/null; true")
+        """Kill what :meth:`spawn` started (one round trip)."""
+        if self._spawned:
+            pids = " ".join(str(s.pid) for s in reversed(self._spawned))
+            self.vm.run(f"kill -9 {pids} 2>/dev/null; true")
         self._spawned.clear()
 
 
