@@ -151,6 +151,14 @@ class GuestSession:
         out = self.vm.run("ls /proc", check=True).stdout.split()
         return sorted(int(p) for p in out if p.isdigit())
 
+    def tasks_snapshot(self, tasks_file: str, attempts: int = 5) -> TasksSnapshot:
+        """``tasks_file`` read between two /proc scans, retried until both scans agree."""
+        for _ in range(attempts):
+            snap = parse_snapshot(self.sh(f"TASKS={shlex.quote(tasks_file)}\n{_SNAPSHOT}"))
+            if snap.stable:
+                return snap
+        raise AssertionError(f"the guest's task set kept changing: {sorted(snap.before ^ snap.after)}")
+
     def alive(self, pid: int) -> bool:
         return self.vm.run(f"test -d /proc/{pid}").exit_status == 0
 
@@ -177,6 +185,55 @@ class GuestSession:
             pids = " ".join(str(s.pid) for s in reversed(self._spawned))
             self.vm.run(f"kill -9 {pids} 2>/dev/null; true")
         self._spawned.clear()
+
+
+# /proc, then a tasks file, then /proc again, in ONE shell run that uses only
+# builtins between the scans, so the check itself makes no process come or go.
+_SNAPSHOT = r"""
+scan() {
+    for d in /proc/[0-9]*; do
+        { read -r s < "$d/stat"; } 2>/dev/null && echo "$1 $s"
+    done
+}
+echo "self $$"
+scan before
+while read -r p; do echo "task $p"; done < "$TASKS"
+scan after
+"""
+
+
+@dataclass(frozen=True)
+class TasksSnapshot:
+    """A tasks file read between two scans of /proc (zombies left out of the scans)."""
+
+    listed: list[int]  # the tasks file, in file order
+    before: set[int]
+    after: set[int]
+    reader: int  # the pid of the shell that read it
+
+    @property
+    def stable(self) -> bool:
+        return self.before == self.after
+
+
+def _live_pids(lines: list[str], tag: str) -> set[int]:
+    pids = set()
+    for line in lines:
+        if line.startswith(tag + " "):
+            stat = line[len(tag) + 1:]
+            if stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+                pids.add(int(stat.split()[0]))
+    return pids
+
+
+def parse_snapshot(output: str) -> TasksSnapshot:
+    lines = output.splitlines()
+    return TasksSnapshot(
+        listed=[int(line.split()[1]) for line in lines if line.startswith("task ")],
+        before=_live_pids(lines, "before"),
+        after=_live_pids(lines, "after"),
+        reader=next(int(line.split()[1]) for line in lines if line.startswith("self ")),
+    )
 
 
 def _symbol(system_map: Path, name: str) -> int | None:

@@ -738,3 +738,10 @@ class VM:
         self._reaped = True
         with _live_lock:
             _live.discard(self)
+
+
+def running_qemus(root: Path | None = None) -> list[str]:
+    """Command lines of the QEMU processes started from this cache (for leak checks)."""
+    result = proc.run(["pgrep", "-a", "-f", "qemu-system-i386"], check=False)
+    needle = str(root or cache.root())
+    return [line for line in result.stdout.splitlines() if needle in line]

@@ -174,35 +174,7 @@ def test_concurrent_attach_move_mkdir_rmdir(rcfs: Rcfs, kernel_vm: VM,
     assert rcfs.containers(top) == []
     # afterwards the top lists exactly the live tasks again: /proc, tasks, /proc in one
     # shell with builtins only (see test_tasks.py); retried while the two scans differ
-    for _ in range(5):
-        scan = rcfs.guest.sh(SNAPSHOT.format(tasks=f"{top}/tasks")).splitlines()
-        before, after = live_pids(scan, "before"), live_pids(scan, "after")
-        if before == after:
-            break
-    else:
-        pytest.fail(f"the guest's task set kept changing: {sorted(before ^ after)}")
-    listed = [int(line.split()[1]) for line in scan if line.startswith("task ")]
-    assert listed == sorted(before)
+    snap = rcfs.guest.tasks_snapshot(f"{top}/tasks")
+    assert snap.listed == sorted(snap.before)
 
 
-SNAPSHOT = r"""
-scan() {{
-    for d in /proc/[0-9]*; do
-        {{ read -r s < "$d/stat"; }} 2>/dev/null && echo "$1 $s"
-    done
-}}
-scan before
-while read -r p; do echo "task $p"; done < {tasks}
-scan after
-"""
-
-
-def live_pids(lines: list[str], tag: str) -> set[int]:
-    """Pids of the non-zombie tasks of one /proc scan (``TAG pid (comm) state ...``)."""
-    pids = set()
-    for line in lines:
-        if line.startswith(tag + " "):
-            stat = line[len(tag) + 1:]
-            if stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
-                pids.add(int(stat.split()[0]))
-    return pids

@@ -46,53 +46,16 @@ def detail(result: ProbeResult, op: str) -> str:
     return step.detail
 
 
-# The top container must list exactly the tasks /proc shows.  Everything is
-# read in ONE shell run that uses only shell builtins between the two /proc
-# scans (no process comes or goes because of the check itself): /proc, then
-# the tasks file, then /proc again.  When both scans agree, the tasks file
-# must list exactly those pids.  Zombies are left out: they have exited and
-# belong to no container.
-SNAPSHOT = r"""
-scan() {
-    for d in /proc/[0-9]*; do
-        { read -r s < "$d/stat"; } 2>/dev/null && echo "$1 $s"
-    done
-}
-echo "self $$"
-scan before
-while read -r p; do echo "task $p"; done < "$TASKS"
-scan after
-"""
-
-
-def live_pids(lines: list[str], tag: str) -> set[int]:
-    """Pids of the non-zombie tasks of one /proc scan (``TAG pid (comm) state ...``)."""
-    pids = set()
-    for line in lines:
-        if line.startswith(tag + " "):
-            stat = line[len(tag) + 1:]
-            state = stat.rsplit(")", 1)[1].split()[0]
-            if state not in ("Z", "X"):
-                pids.add(int(stat.split()[0]))
-    return pids
-
-
 def test_top_lists_every_task(rcfs: Rcfs) -> None:
     """The top container lists every task of the system (kernel threads too), nothing else."""
     top = rcfs.mount()
-    for _ in range(5):
-        out = rcfs.guest.sh(f"TASKS={top}/tasks\n{SNAPSHOT}").splitlines()
-        before, after = live_pids(out, "before"), live_pids(out, "after")
-        if before == after:
-            break
-    else:
-        pytest.fail(f"the guest's task set kept changing: {sorted(before ^ after)}")
-    self_pid = int(out[0].split()[1])
-    listed = [int(line.split()[1]) for line in out if line.startswith("task ")]
-    assert self_pid in listed
-    assert 1 in listed
-    assert sorted(set(listed)) == listed
-    assert listed == sorted(before)
+    # /proc, the tasks file, /proc again in one shell run of builtins: when both
+    # scans agree, the file must list exactly those pids (zombies left out)
+    snap = rcfs.guest.tasks_snapshot(f"{top}/tasks")
+    assert snap.reader in snap.listed
+    assert 1 in snap.listed
+    assert sorted(set(snap.listed)) == snap.listed
+    assert snap.listed == sorted(snap.before)
 
 
 def test_tasks_format(rcfs: Rcfs) -> None:

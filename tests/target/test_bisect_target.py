@@ -36,6 +36,7 @@ import pytest
 from harness import bisect_run, build, cache, patches
 from harness.bisect import BisectOutcome, Verdict, replay
 from harness.source import Source
+from harness.vm import running_qemus
 
 REPO = Path(__file__).resolve().parents[2]
 PROBE = "tests/target/bisect_probe/test_rmdir_busy.py::test_rmdir_with_task_attached_is_ebusy"
@@ -205,19 +206,13 @@ def make_regress_series(root: Path, src: Source, work: Path) -> Path:
 # --- fixtures ------------------------------------------------------------------------
 
 
-def our_qemus() -> list[str]:
-    out = subprocess.run(["pgrep", "-a", "-f", "qemu-system-i386"], capture_output=True, text=True)
-    root = str(cache.root())
-    return [line for line in out.stdout.splitlines() if root in line]
-
-
 @pytest.fixture(autouse=True)
 def no_qemu_left(kernel_source: Source) -> Iterator[None]:
-    before = set(our_qemus())
+    before = set(running_qemus())
     worktrees = set(os.listdir(cache.subdir("worktrees")))
     yield
     deadline = time.monotonic() + 10
-    while (left := set(our_qemus()) - before) and time.monotonic() < deadline:
+    while (left := set(running_qemus()) - before) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not left, f"QEMU processes left behind: {left}"
     assert set(os.listdir(cache.subdir("worktrees"))) <= worktrees, "git export trees left behind"

@@ -9,26 +9,19 @@ from collections.abc import Iterator
 
 import pytest
 
-from harness import cache, target
+from harness import target
 from harness.source import Source
-from harness.vm import BootError
+from harness.vm import BootError, running_qemus
 
 HARNESS = [sys.executable, "-m", "harness"]
 
 
-def our_qemus() -> list[str]:
-    """QEMU processes started from this cache (ours), by command line."""
-    out = subprocess.run(["pgrep", "-a", "-f", "qemu-system-i386"], capture_output=True, text=True)
-    root = str(cache.root())
-    return [line for line in out.stdout.splitlines() if root in line]
-
-
 @pytest.fixture(autouse=True)
 def no_qemu_left(kernel_source: Source) -> Iterator[None]:
-    before = set(our_qemus())
+    before = set(running_qemus())
     yield
     deadline = time.monotonic() + 10
-    while (left := set(our_qemus()) - before) and time.monotonic() < deadline:
+    while (left := set(running_qemus()) - before) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not left, f"QEMU processes left behind: {left}"
 
