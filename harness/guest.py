@@ -253,6 +253,17 @@ for top in @MOUNTS@; do
     done
     rcfs-probe umount "$top" | sed -n "s|^umount: \(E.*\)|PROBLEM umount $top \1|p"
 done
+# Post-condition: every subsystem is free again (nothing bound by a detached
+# mount, a hung umount or a hierarchy kept alive by leftover containers).
+if grep -qw rcfs /proc/filesystems; then
+    check=/tmp/.rcfs-cleanup-check
+    mkdir -p $check
+    if rcfs-probe mount none $check rcfs - >/dev/null; then
+        rcfs-probe umount $check | sed -n "s|^umount: \(E.*\)|PROBLEM umount $check \1|p"
+    else
+        rcfs-probe mount none $check rcfs - | sed -n "s|^mount: \(E.*\)|PROBLEM mount $check \1|p"
+    fi
+fi
 true
 """
 
@@ -270,6 +281,7 @@ class Rcfs:
     guest: GuestSession
     mounts: list[Mount] = field(default_factory=list)
     _counter: int = 0
+    _touched: bool = False  # a mount was attempted: cleanup checks the subsystems are free
 
     def new_mountpoint(self) -> str:
         self._counter += 1
@@ -280,6 +292,7 @@ class Rcfs:
     def try_mount(self, options: str | None, path: str | None = None) -> tuple[str, ProbeResult]:
         """mount(2) with exactly ``options`` (None: a NULL data pointer)."""
         path = path or self.new_mountpoint()
+        self._touched = True
         result = self.guest.probe("mount", "none", path, "rcfs", "-" if options is None else options)
         if result.ok:
             self.mounts.append(Mount(path, options))
@@ -317,7 +330,7 @@ class Rcfs:
         out = self.guest.sh(f"find {shlex.quote(top)} -mindepth 1 -type d")
         return sorted(out.split(), key=lambda p: p.count("/"), reverse=True)
 
-    def cleanup(self, timeout: float = 60) -> list[str]:
+    def cleanup(self, timeout: float = 30) -> list[str]:
         """Empty and remove every child container, then unmount; returns the problems.
 
         One guest script does it all (one SSH round trip, however many
@@ -325,10 +338,12 @@ class Rcfs:
         go back to the top, containers are removed deepest first, then the
         mount is unmounted.  Each failing step prints ``PROBLEM <step> <path> <errno>``.
         """
-        if not self.mounts:
+        if not self.mounts and not self._touched:
             return []
-        paths = " ".join(shlex.quote(m.path) for m in reversed(self.mounts))
+        # the post-condition check runs even when the test unmounted everything itself
+        paths = " ".join(shlex.quote(m.path) for m in reversed(self.mounts)) or "/nonexistent"
         result = self.guest.run(CLEANUP_SCRIPT.replace("@MOUNTS@", paths), timeout=timeout)
+        self._touched = False
         self.mounts.clear()
         problems = []
         for line in result.stdout.splitlines():
