@@ -536,7 +536,7 @@ def real_vm(real: tuple[Path, Path | None, image.Image], tmp_path: Path) -> Iter
 def test_real_boot_ssh_users_files_and_clean_stop(real_vm: vm.VM) -> None:
     info = real_vm.wait_ready()
     assert list(info.milestones) == [*BOOT, "ssh-login"]
-    assert info.boot_seconds < 60 and info.events == ()
+    assert info.events == ()
     assert real_vm.run("uname -r", check=True).stdout.startswith("2.6.20")
     assert real_vm.run("id -u", user="alice").stdout == "1000\n"
     assert real_vm.run(["id", "-un"], user="bob").stdout == "bob\n"
