@@ -192,7 +192,7 @@ def count_warnings(log: Path) -> int:
 
 
 def _make(argv: list[str], log: Path, title: str, answers: str | None = None) -> None:
-    with log.open("a") as logf, progress.step(title) as step:
+    with log.open("a", buffering=1) as logf, progress.step(title) as step:  # line-buffered: tail -f works
         def on_line(line: str) -> None:
             if line.startswith("  ") and len(line.split()) >= 2:
                 step.update(line.strip())
