@@ -35,6 +35,9 @@ from harness.source import Source
 ARCH = "i386"
 CC = "gcc -m32"
 OLDCONFIG_ANSWERS = "\n" * 4000  # `yes ''`: take the default for every new question
+#: plain-C messages, and no flags from a make the harness may run under (`make -s test`
+#: would otherwise silence kbuild, and a parent's jobserver would cap -j)
+MAKE_ENV: dict[str, str | None] = {"LC_ALL": "C", "MAKEFLAGS": None, "MFLAGS": None, "MAKELEVEL": None}
 
 
 @dataclass(frozen=True)
@@ -197,7 +200,7 @@ def _make(argv: list[str], log: Path, title: str, answers: str | None = None) ->
             if line.startswith("  ") and len(line.split()) >= 2:
                 step.update(line.strip())
 
-        result = proc.stream(argv, log_to=logf, on_line=on_line, input=answers, env={"LC_ALL": "C"})
+        result = proc.stream(argv, log_to=logf, on_line=on_line, input=answers, env=MAKE_ENV)
     if not result.ok:
         errors = "\n  ".join(first_errors(log)) or "(no compiler error found in the log)"
         raise StageError(f"{title} failed (exit {result.returncode}); log: {log}\n  {errors}")

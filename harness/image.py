@@ -44,6 +44,7 @@ import jinja2
 
 from harness import archive, cache, config, proc, progress
 from harness.archive import CpioMember
+from harness.build import MAKE_ENV
 from harness.errors import InputError, StageError
 
 # Bump when the build or assembly logic changes what an image contains.
@@ -867,7 +868,7 @@ def _run_logged(argv: Sequence[str], log: Path, *, cwd: Path, what: str,
                 input: str | None = None) -> None:
     """Run a build command with its output appended to ``log``."""
     with log.open("a") as f:
-        result = proc.run(argv, cwd=cwd, log_to=f, check=False, input=input)
+        result = proc.run(argv, cwd=cwd, log_to=f, check=False, input=input, env=MAKE_ENV)
     if not result.ok:
         tail = "\n".join(log.read_text(errors="replace").strip().splitlines()[-12:])
         raise StageError(f"{what} failed (exit {result.returncode})\n{tail}")

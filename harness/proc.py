@@ -45,15 +45,20 @@ def format_argv(argv: Sequence[Arg]) -> str:
     return shlex.join(str(a) for a in argv)
 
 
-def _env(extra: Mapping[str, str] | None) -> dict[str, str] | None:
+def _env(extra: Mapping[str, str | None] | None) -> dict[str, str] | None:
+    """The environment with ``extra`` applied; a ``None`` value removes the variable."""
     if extra is None:
         return None
     env = dict(os.environ)
-    env.update(extra)
+    for name, value in extra.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     return env
 
 
-def _popen(args: tuple[str, ...], cwd: Path | None, env: Mapping[str, str] | None, *,
+def _popen(args: tuple[str, ...], cwd: Path | None, env: Mapping[str, str | None] | None, *,
            stdin: int, stdout: int | IO[str], stderr: int, text: bool) -> subprocess.Popen[Any]:
     try:
         return subprocess.Popen(args, cwd=cwd, env=_env(env), stdin=stdin, stdout=stdout,
@@ -66,7 +71,7 @@ def run(
     argv: Sequence[Arg],
     *,
     cwd: Path | None = None,
-    env: Mapping[str, str] | None = None,
+    env: Mapping[str, str | None] | None = None,
     input: str | bytes | None = None,
     check: bool = True,
     timeout: float | None = None,
@@ -123,7 +128,7 @@ def stream(
     log_to: IO[str],
     on_line: Callable[[str], None] | None = None,
     cwd: Path | None = None,
-    env: Mapping[str, str] | None = None,
+    env: Mapping[str, str | None] | None = None,
     input: str | None = None,
 ) -> Completed:
     """Run ``argv``, copying its combined output line by line into ``log_to``.
@@ -183,7 +188,7 @@ def start(
     argv: Sequence[Arg],
     *,
     cwd: Path | None = None,
-    env: Mapping[str, str] | None = None,
+    env: Mapping[str, str | None] | None = None,
     stdout: IO[bytes] | int | None = subprocess.DEVNULL,
     new_session: bool = True,
 ) -> subprocess.Popen[bytes]:
@@ -223,7 +228,7 @@ def spawn(
     logfile_path: Path,
     *,
     cwd: Path | None = None,
-    env: Mapping[str, str] | None = None,
+    env: Mapping[str, str | None] | None = None,
     dimensions: tuple[int, int] = (50, 200),
 ) -> Any:
     """Start ``argv`` on a pseudo-terminal (QEMU's serial console) and return the

@@ -24,7 +24,7 @@ oldconfig:
 bzImage:
 \t@echo bzImage >> $(O)/../make-calls
 \t@if grep -q BROKEN kernel/rcfs.c; then echo 'kernel/rcfs.c:1: error: broken'; exit 2; fi
-\t@echo '  CC      kernel/rcfs.o'
+\t@echo '$(if $(findstring s,$(firstword x$(MAKEFLAGS))),,  CC      kernel/rcfs.o)'
 \t@echo 'kernel/rcfs.c:2: warning: unused'
 \t@mkdir -p $(O)/arch/i386/boot
 \t@cat kernel/rcfs.c > $(O)/arch/i386/boot/bzImage
@@ -166,3 +166,13 @@ def test_sync_tree(tmp_path: Path) -> None:
     assert (old / "changed.c").read_text() == "v2\n"
     assert (old / "d" / "added.c").exists() and not (old / "d" / "gone.c").exists()
     assert os.stat(old / "same.c").st_mtime == 1
+
+
+def test_make_flags_of_a_parent_make_do_not_reach_kbuild(
+    pristine: Path, patch_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under `make -s test` MAKEFLAGS=s is exported; kbuild must still say what it compiles."""
+    monkeypatch.setenv("MAKEFLAGS", "s")
+    monkeypatch.setenv("MAKELEVEL", "1")
+    result = build.build(request(pristine, patch_root))
+    assert "  CC      kernel/rcfs.o" in result.log.read_text()
