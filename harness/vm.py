@@ -231,6 +231,7 @@ class VMConfig:
     host_key: str | None = None  # "ssh-ed25519 AAAA..." expected from the guest
     guest_ssh_port: int = 22
     qemu: str = QEMU
+    nic: str = "rtl8139"  # QEMU NIC model; the kernel config must have its driver (8139too)
     extra_args: tuple[str, ...] = ()
     shutdown_timeout: float = 3.0  # for `reboot -f` over SSH before signalling QEMU
 
@@ -258,7 +259,8 @@ def qemu_argv(cfg: VMConfig, port: int) -> list[str]:
     argv += [
         "-append", cfg.kernel_append(),
         "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:{cfg.guest_ssh_port}",
-        "-device", "e1000,netdev=n0",
+        # romfile= skips the iPXE option ROM: nothing boots from the network.
+        "-device", f"{cfg.nic},netdev=n0,romfile=",
     ]
     if cfg.kvm:
         argv += ["-enable-kvm", "-cpu", "host"]

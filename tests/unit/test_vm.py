@@ -65,7 +65,7 @@ def test_qemu_argv_defaults_to_tcg_and_binds_localhost_only() -> None:
     assert netdev == "user,id=n0,hostfwd=tcp:127.0.0.1:4022-:22"
     forwards = re.findall(r"hostfwd=tcp:([^:]*):(\d+)-", " ".join(argv))
     assert forwards == [("127.0.0.1", "4022")]  # never 0.0.0.0 or an empty (all interfaces) address
-    assert argv[argv.index("-device") + 1] == "e1000,netdev=n0"
+    assert argv[argv.index("-device") + 1] == "rtl8139,netdev=n0,romfile="
     append = argv[argv.index("-append") + 1]
     assert append.split() == ["console=ttyS0", "rdinit=/init", "panic=1"]
 
@@ -489,7 +489,7 @@ def test_no_orphan_after_sigterm_or_interpreter_exit(tmp_path: Path, fake_qemu: 
 
 def _find_kernel() -> tuple[Path, Path | None]:
     """(bzImage, System.map or None): $HARNESS_VM_KERNEL, else the newest cached build
-    with e1000 and initramfs support."""
+    with 8139too and initramfs support."""
     env = os.environ.get("HARNESS_VM_KERNEL")
     if env:
         path = Path(env)
@@ -505,7 +505,7 @@ def _find_kernel() -> tuple[Path, Path | None]:
             text = config.read_text()
         except (OSError, ValueError, KeyError):
             continue
-        if bz.is_file() and "CONFIG_E1000=y" in text and "CONFIG_BLK_DEV_INITRD=y" in text:
+        if bz.is_file() and "CONFIG_8139TOO=y" in text and "CONFIG_BLK_DEV_INITRD=y" in text:
             smap = Path(paths.get("System.map", ""))
             found.append((bz.stat().st_mtime, bz, smap if smap.is_file() else None))
     if not found:
