@@ -289,7 +289,7 @@ def kernel_reports(item: pytest.Item) -> list[ConsoleEvent]:
     vm = item.stash.get(_VM, None)
     if vm is None:
         return []
-    time.sleep(0.05)  # let the console watcher catch up with what the kernel just printed
+    vm.sync_console()  # the watcher takes in what the kernel printed during the test
     return [e for e in vm.events_since(item.stash.get(_MARK, 0)) if e.kind in CHECKED_KINDS]
 
 
@@ -303,6 +303,7 @@ def pytest_runtest_makereport(
     if vm is None:
         return
     if call.when == "teardown" and _CALL_END in item.stash:
+        vm.sync_console()
         late = [e for e in vm.events_since(item.stash[_CALL_END]) if e.kind in CHECKED_KINDS]
         if late:  # cleanup (killing tasks, rmdir, umount) made the kernel complain
             report.outcome = "failed"

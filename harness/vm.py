@@ -27,6 +27,7 @@ from __future__ import annotations
 import atexit
 import codecs
 import contextlib
+import fcntl
 import itertools
 import logging
 import os
@@ -34,6 +35,8 @@ import re
 import select
 import signal
 import socket
+import struct
+import termios
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -268,6 +271,15 @@ def qemu_argv(cfg: VMConfig, port: int) -> list[str]:
     return argv
 
 
+def _pending(fd: int) -> int:
+    """Bytes waiting to be read on ``fd`` (0 when it cannot tell: closed)."""
+    try:
+        buf = fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0")
+    except (OSError, ValueError):
+        return 0
+    return int(struct.unpack("i", buf)[0])
+
+
 _recent_ports: set[int] = set()
 _ports_lock = threading.Lock()
 
@@ -373,6 +385,7 @@ class VM:
         self._pid: int | None = None
         self._plock = threading.RLock()  # the pexpect child: read, poll, signal, close
         self._cond = threading.Condition()
+        self._busy = False  # the watcher has read console bytes it has not fed yet
         self._lines: list[str] = []
         self._partial = ""
         self._scanner = _Scanner()
@@ -451,14 +464,21 @@ class VM:
                     break
                 if not ready:
                     continue
-                with self._plock:
-                    try:
-                        data = child.read_nonblocking(65536, timeout=0)
-                    except pexpect.TIMEOUT:
-                        continue
-                    except (pexpect.EOF, OSError, ValueError):
-                        break
-                self._feed(decoder.decode(data))
+                with self._cond:
+                    self._busy = True
+                try:
+                    with self._plock:
+                        try:
+                            data = child.read_nonblocking(65536, timeout=0)
+                        except pexpect.TIMEOUT:
+                            continue
+                        except (pexpect.EOF, OSError, ValueError):
+                            break
+                    self._feed(decoder.decode(data))
+                finally:
+                    with self._cond:
+                        self._busy = False
+                        self._cond.notify_all()
         except Exception:  # pragma: no cover - never let the console thread die silently
             log.exception("%s: console watcher failed", self.name)
         finally:
@@ -614,6 +634,30 @@ class VM:
         return self.ssh.run(cmd, user=user, timeout=timeout, check=check, input=input)
 
     # -- console ------------------------------------------------------------------
+
+    def sync_console(self, timeout: float = 1.0) -> bool:
+        """Wait until the watcher has taken in all the console output QEMU has written.
+
+        The kernel writes printk output to the serial port synchronously and
+        QEMU passes each byte on to the console pty at once, so when a guest
+        command has returned, what it made the kernel print is already in the
+        pty: after this call it is in :meth:`events_since`.  False if the
+        watcher did not catch up within ``timeout`` seconds.
+        """
+        child = self._child
+        if child is None:
+            return True
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                if self._exited.is_set():
+                    return True
+                if not self._busy and _pending(child.child_fd) == 0:
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.01))
 
     def mark(self) -> int:
         """A position in the console (a line count) for :meth:`console_since`."""

@@ -297,6 +297,10 @@ FAKE_QEMU = textwrap.dedent("""\
     cat "$kernel"
     case "$append" in
         *fake.exit*) exit 3 ;;
+        *fake.more*)  # print "$kernel.more" once "$kernel.go" exists, then say so in "$kernel.done"
+            while [ ! -e "$kernel.go" ]; do sleep 0.02; done
+            cat "$kernel.more"
+            touch "$kernel.done" ;;
     esac
     exec sleep 600
 """)
@@ -403,6 +407,26 @@ def test_console_reading_and_crash_detection(tmp_path: Path, fake_qemu: Path) ->
         assert v.events_since(mark + 1) == []
         assert v.verdict().crash is not None
         assert v.mark() > mark
+
+
+def test_sync_console_waits_for_output_the_watcher_has_not_read(tmp_path: Path, fake_qemu: Path) -> None:
+    cfg = _fake_cfg(tmp_path, fake_qemu, "first\n", append="fake.more")
+    kernel = Path(cfg.kernel)
+    # less than a pty buffer: the "kernel" must not block while the watcher cannot read
+    more = [f"line {i}" for i in range(200)] + ["WARNING: at kernel/rcfs.c:1 rcfs_test()"]
+    Path(f"{kernel}.more").write_text("\n".join(more) + "\n")
+    with vm.VM(cfg) as v:
+        deadline = time.monotonic() + 10
+        while "first" not in v.console_since(0) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        mark = v.mark()
+        with v._plock:  # the watcher cannot read while the "kernel" prints
+            Path(f"{kernel}.go").touch()
+            while not Path(f"{kernel}.done").exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        assert v.sync_console(timeout=10)
+        assert v.console_since(mark).splitlines()[-1] == more[-1]
+        assert [e.kind for e in v.events_since(mark)] == ["warning"]
 
 
 def test_several_vms_have_distinct_ports_and_logs(tmp_path: Path, fake_qemu: Path) -> None:
@@ -588,6 +612,19 @@ def test_real_broken_init_is_reported_within_the_timeout(
 
 
 @pytest.mark.target
+@pytest.mark.target
+def test_real_sync_console_has_what_a_command_printed(real_vm: vm.VM) -> None:
+    """Each printk a command caused is an event as soon as sync_console returns."""
+    real_vm.wait_ready()
+    for i in range(10):
+        mark = real_vm.mark()
+        # a burst of console lines first, so the watcher has work left when the command returns
+        real_vm.run(f"i=0; while [ $i -lt 100 ]; do echo filler $i; i=$((i+1)); done > /dev/kmsg; "
+                    f"echo 'WARNING: at harness/sync.c:{i} probe()' > /dev/kmsg", check=True)
+        assert real_vm.sync_console()
+        assert [e.line.split("sync.c:")[-1] for e in real_vm.events_since(mark)] == [f"{i} probe()"]
+
+
 def test_real_oops_after_boot_is_seen(real: tuple[Path, Path | None, image.Image], tmp_path: Path) -> None:
     kernel, smap, img = real
     if smap is None:
@@ -604,9 +641,7 @@ def test_real_oops_after_boot_is_seen(real: tuple[Path, Path | None, image.Image
               f"dd of=/dev/kmem bs=1 seek={table + 36 * 4} count=4 conv=notrunc", check=True)
         r = v.run("sync")
         assert r.exit_status == 139
-        deadline = time.monotonic() + 10
-        while not v.crashed() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        assert v.sync_console()  # no polling: the oops is in once the command has returned
         crash = v.crash()
         assert crash is not None and crash.kind == "oops"
         assert [e.kind for e in v.events_since(mark)] == ["oops"]
