@@ -45,8 +45,8 @@ def kernel_spec(args: argparse.Namespace) -> KernelSpec:
                       kernel_src=args.kernel_src)
 
 
-def boot_options(args: argparse.Namespace) -> BootOptions:
-    return BootOptions(boot_timeout=args.boot_timeout, kvm=args.kvm)
+def boot_options(args: argparse.Namespace, snapshot: bool = True) -> BootOptions:
+    return BootOptions(boot_timeout=args.boot_timeout, kvm=args.kvm, snapshot=snapshot)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -148,7 +148,8 @@ def cmd_boot(args: argparse.Namespace) -> int:
     from harness import target
 
     prepared = target.prepare(kernel_spec(args), jobs=args.jobs)
-    with target.booted(prepared, boot_options(args)) as vm:
+    # a real boot, not a resumed one: its console shows the kernel coming up
+    with target.booted(prepared, boot_options(args, snapshot=False)) as vm:
         info = vm.boot_info
         seconds = f" in {info.boot_seconds:.1f}s" if info else ""
         print(f"harness: {prepared.spec.label} booted{seconds}; console log {vm.console_log}",

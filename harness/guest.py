@@ -15,6 +15,7 @@ from __future__ import annotations
 import posixpath
 import re
 import shlex
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,11 @@ class ProbeResult:
         return next((s.errno for s in self.steps if not s.ok), None)
 
     @property
+    def timed_out(self) -> bool:
+        """The step did not return within ``rcfs-probe -t`` (it is still blocked in the guest)."""
+        return any(s.errno == "TIMEOUT" for s in self.steps)
+
+    @property
     def failed_step(self) -> str | None:
         return next((s.op for s in self.steps if not s.ok), None)
 
@@ -64,7 +70,7 @@ class ProbeResult:
         return " / ".join(f"{s.op}: {'OK' if s.ok else s.errno}" for s in self.steps)
 
 
-_STEP = re.compile(r"^([a-z-]+): (OK(?: (.*))?|(E[A-Z0-9]+|ERRNO_\d+))$")
+_STEP = re.compile(r"^([a-z-]+): (OK(?: (.*))?|(E[A-Z0-9]+|ERRNO_\d+|TIMEOUT))$")
 
 
 def parse_probe(output: str, exit_status: int) -> ProbeResult:
@@ -244,28 +250,10 @@ def _symbol(system_map: Path, name: str) -> int | None:
     return None
 
 
-CLEANUP_SCRIPT = r"""
-for top in @MOUNTS@; do
-    grep -q " $top rcfs " /proc/mounts || continue
-    for c in $(find "$top" -mindepth 1 -type d | awk -F/ '{print NF, $0}' | sort -rn | cut -d' ' -f2-); do
-        for pid in $(cat "$c/tasks" 2>/dev/null); do echo "$pid" > "$top/tasks" 2>/dev/null; done
-        rcfs-probe rmdir "$c" | sed -n "s|^rmdir: \(E.*\)|PROBLEM rmdir $c \1|p"
-    done
-    rcfs-probe umount "$top" | sed -n "s|^umount: \(E.*\)|PROBLEM umount $top \1|p"
-done
-# Post-condition: every subsystem is free again (nothing bound by a detached
-# mount, a hung umount or a hierarchy kept alive by leftover containers).
-if grep -qw rcfs /proc/filesystems; then
-    check=/tmp/.rcfs-cleanup-check
-    mkdir -p $check
-    if rcfs-probe mount none $check rcfs - >/dev/null; then
-        rcfs-probe umount $check | sed -n "s|^umount: \(E.*\)|PROBLEM umount $check \1|p"
-    else
-        rcfs-probe mount none $check rcfs - | sed -n "s|^mount: \(E.*\)|PROBLEM mount $check \1|p"
-    fi
-fi
-true
-"""
+
+
+# The mount points made in each VM so far (a VM outlives the tests that use it).
+_mountpoints: weakref.WeakKeyDictionary[VM, set[str]] = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -286,7 +274,10 @@ class Rcfs:
     def new_mountpoint(self) -> str:
         self._counter += 1
         path = f"/mnt/rcfs{self._counter}"
-        self.guest.sh(f"mkdir -p {path}")
+        made = _mountpoints.setdefault(self.guest.vm, set())
+        if path not in made:  # the next tests on this VM use the same directories
+            self.guest.sh(f"mkdir -p {path}")
+            made.add(path)
         return path
 
     def try_mount(self, options: str | None, path: str | None = None) -> tuple[str, ProbeResult]:
@@ -304,8 +295,9 @@ class Rcfs:
         return path
 
     def umount(self, path: str, timeout: float = 20) -> ProbeResult:
-        """umount(2); a hang raises SSHTimeout (an infrastructure error) after ``timeout``."""
-        result = self.guest.probe("umount", path, timeout=timeout)
+        """umount(2); one that blocks for ``timeout`` seconds is reported as ``umount: TIMEOUT``
+        (the guest gives up on it: no SSH timeout, the connection stays usable)."""
+        result = self.guest.probe("-t", str(int(timeout * 1000)), "umount", path, timeout=timeout + 30)
         if result.ok:
             self.mounts = [m for m in self.mounts if m.path != path]
         return result
@@ -333,16 +325,18 @@ class Rcfs:
     def cleanup(self, timeout: float = 30) -> list[str]:
         """Empty and remove every child container, then unmount; returns the problems.
 
-        One guest script does it all (one SSH round trip, however many
-        containers): for each mount, newest first, the tasks of each container
-        go back to the top, containers are removed deepest first, then the
-        mount is unmounted.  Each failing step prints ``PROBLEM <step> <path> <errno>``.
+        One guest process does it all (``rcfs-probe cleanup``, one SSH round
+        trip however many containers): for each mount, newest first, the
+        tasks of each container go back to the top, containers are removed
+        deepest first, then the mount is unmounted; last, a mount of all
+        subsystems checks that nothing is left bound (a detached mount, a
+        hung umount, a hierarchy kept alive by leftover containers).
         """
         if not self.mounts and not self._touched:
             return []
         # the post-condition check runs even when the test unmounted everything itself
-        paths = " ".join(shlex.quote(m.path) for m in reversed(self.mounts)) or "/nonexistent"
-        result = self.guest.run(CLEANUP_SCRIPT.replace("@MOUNTS@", paths), timeout=timeout)
+        tops = [m.path for m in reversed(self.mounts)]
+        result = self.guest.run([PROBE, "cleanup", *tops], timeout=timeout)
         self._touched = False
         self.mounts.clear()
         problems = []
@@ -350,4 +344,6 @@ class Rcfs:
             fields = line.split()
             if len(fields) == 4 and fields[0] == "PROBLEM":
                 problems.append(f"{fields[1]} {fields[2]}: {fields[3]}")
+        if result.exit_status not in (0, 1) or (result.exit_status == 1 and not problems):
+            problems.append(f"{PROBE} cleanup exited {result.exit_status}: {result.stderr.strip()}")
         return problems

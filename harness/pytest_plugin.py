@@ -23,6 +23,7 @@ excerpts in their report (and in JUnit XML as properties).
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from harness import target
 from harness.errors import HarnessError, InfraError, InputError
 from harness.guest import GuestSession, Rcfs
 from harness.target import BootOptions, KernelSpec, Prepared
-from harness.vm import VM, ConsoleEvent
+from harness.vm import VM, BootInfo, ConsoleEvent
 
 CHECKED_KINDS = frozenset({"panic", "oops", "bug", "warning", "lockdep"})
 REPLACE_KINDS = frozenset({"panic", "oops", "bug"})  # the kernel is no longer trustworthy
@@ -120,14 +121,60 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
 
 @dataclass
+class _Spare:
+    """A VM of ``spec`` booting in the background, to replace the current one at once."""
+
+    spec: KernelSpec
+    vm: VM
+    info: BootInfo | None = None
+    error: BaseException | None = None
+    thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._boot, name=f"{self.vm.name}-boot", daemon=True)
+        self.thread.start()
+
+    def _boot(self) -> None:
+        try:
+            self.info = self.vm.boot()
+        except BaseException as exc:  # noqa: BLE001 - raised again by wait(), in the test's thread
+            self.error = exc
+
+    def wait(self) -> BootInfo:
+        """The boot's result, once it has one (BootError and the like are raised here)."""
+        if self.thread is not None:
+            self.thread.join()
+        if self.error is not None:
+            raise self.error
+        assert self.info is not None
+        return self.info
+
+    def stop(self) -> None:
+        self.vm.stop(graceful=False)
+        if self.thread is not None:
+            self.thread.join(timeout=30)
+
+
+@dataclass
 class KernelPool:
+    """One VM per kernel at a time, booted on first use and replaced when a test breaks it.
+
+    Once a kernel's VM has been thrown away, the next replacement is booted
+    in the background while the tests go on (a spare): kernels that break
+    under the suite (the posted patch) tend to break again, and a boot is
+    then no longer on the critical path.
+    """
+
     config: pytest.Config
     prepared: dict[KernelSpec, Prepared | BaseException] = field(default_factory=dict)
     current: tuple[KernelSpec, VM] | None = None
+    spare: _Spare | None = None
     boots: int = 0
     boot_failures: dict[KernelSpec, list[str]] = field(default_factory=dict)
     max_boot_failures: int = 2
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    discards: dict[KernelSpec, int] = field(default_factory=dict)
+    _vm_count: dict[KernelSpec, int] = field(default_factory=dict)
 
     def _record(self, spec: KernelSpec) -> dict[str, Any]:
         return self.records.setdefault(spec.label, {
@@ -160,22 +207,42 @@ class KernelPool:
             raise found
         return found
 
+    def _new_vm(self, spec: KernelSpec, prepared: Prepared) -> VM:
+        options = BootOptions(boot_timeout=self.config.getoption("--boot-timeout"))
+        n = self._vm_count[spec] = self._vm_count.get(spec, 0) + 1
+        name = f"{spec.label.replace('/', '-')}-boot{n}"  # each boot keeps its console log
+        return VM(target.vm_config(prepared, options, name), name=name)
+
+    def _start_spare(self, spec: KernelSpec, prepared: Prepared) -> None:
+        self.spare = _Spare(spec, self._new_vm(spec, prepared))
+        self.spare.start()
+
+    def _take_spare(self, spec: KernelSpec) -> _Spare | None:
+        spare, self.spare = self.spare, None
+        if spare is not None and spare.spec != spec:
+            spare.stop()
+            return None
+        return spare
+
     def vm(self, spec: KernelSpec) -> VM:
         if self.current is not None:
             current_spec, vm = self.current
             if current_spec == spec and vm.alive() and not vm.crashed():
                 return vm
-            self.release()
+            self.release_current()
         prepared = self.prepare(spec)
         failures = self.boot_failures.setdefault(spec, [])
         if len(failures) >= self.max_boot_failures:
             raise InfraError(f"{spec.label} failed to boot {len(failures)} times; last: {failures[-1]}")
-        options = BootOptions(boot_timeout=self.config.getoption("--boot-timeout"))
         boots = self._record(spec)["boots"]
-        name = f"{spec.label.replace('/', '-')}-boot{len(boots) + 1}"  # each boot keeps its console log
-        vm = VM(target.vm_config(prepared, options, name), name=name)
+        spare = self._take_spare(spec)
         try:
-            info = vm.boot()
+            if spare is not None:
+                vm = spare.vm
+                info = spare.wait()
+            else:
+                vm = self._new_vm(spec, prepared)
+                info = vm.boot()
         except HarnessError as exc:
             vm.stop()
             failures.append(str(exc))
@@ -188,17 +255,32 @@ class KernelPool:
                       "console": str(vm.console_log)})
         self.boots += 1
         self.current = (spec, vm)
+        if self.discards.get(spec):
+            self._start_spare(spec, prepared)
         return vm
 
     def discard(self) -> None:
-        """Throw the current VM away: the next test boots a fresh one."""
-        self.release()
+        """Throw the current VM away: the next test gets a fresh one (the spare, if any)."""
+        if self.current is not None:
+            spec, vm = self.current
+            self.discards[spec] = self.discards.get(spec, 0) + 1
+            self.current = None
+            vm.stop(graceful=False)
 
-    def release(self) -> None:
+    def release_current(self) -> None:
         if self.current is not None:
             _, vm = self.current
             self.current = None
             vm.stop()
+
+    def release(self) -> None:
+        """Stop every VM (the current one and a spare)."""
+        try:
+            self.release_current()
+        finally:
+            spare, self.spare = self.spare, None
+            if spare is not None:
+                spare.stop()
 
 
 _POOL: pytest.StashKey[KernelPool] = pytest.StashKey()

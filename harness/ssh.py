@@ -205,6 +205,7 @@ class Guest:
     _transports: dict[str, paramiko.Transport] = field(default_factory=dict, init=False, repr=False)
     _pkeys: dict[str, paramiko.PKey] = field(default_factory=dict, init=False, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)
+    _reached: bool = field(default=False, init=False, repr=False)  # a login has worked
 
     # -- connections --------------------------------------------------------------
 
@@ -242,8 +243,10 @@ class Guest:
         try:
             sock = socket.create_connection((self.host, self.port), timeout=timeout)
         except ConnectionRefusedError:
-            # QEMU listens on the forwarded port as long as it runs
-            self._check_alive(wait=1.0)
+            # QEMU listens on the forwarded port as long as it runs: once the guest
+            # was reachable, a refusal means QEMU is going (wait to see it go); before
+            # that, QEMU may still be starting
+            self._check_alive(wait=1.0 if self._reached else 0.0)
             raise SSHConnectError(f"{self.where(user)}: connection refused") from None
         except TimeoutError:
             raise SSHConnectError(f"{self.where(user)}: TCP connect timed out") from None
@@ -291,6 +294,7 @@ class Guest:
             transport.close()
             raise
         transport.set_keepalive(15)
+        self._reached = True
         return transport
 
     def connection(self, user: str = "root", timeout: float | None = None) -> paramiko.Transport:

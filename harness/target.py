@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import build, cache, config, image, patches, source
+from harness import build, cache, config, image, patches, snapshot, source
 from harness.build import BuildResult
 from harness.errors import InputError
 from harness.image import Image
@@ -54,6 +54,7 @@ class BootOptions:
     append: str = ""
     console_dir: Path | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    snapshot: bool = True  # resume a saved boot (made on first use) instead of booting
 
 
 def build_kernel(spec: KernelSpec, *, jobs: int | None = None, force: bool = False) -> BuildResult:
@@ -89,6 +90,8 @@ def prepare_prebuilt(spec: KernelSpec, bzimage: Path) -> Prepared:
 
 
 def vm_config(prepared: Prepared, options: BootOptions, name: str) -> VMConfig:
+    """How to start a VM of ``prepared``; with ``options.snapshot``, resuming its saved boot
+    (booting once now to save it, if needed: a boot failure is raised from here)."""
     kwargs: dict[str, Any] = {"kvm": options.kvm, "memory_mb": options.memory_mb,
                               "append": options.append}
     if options.boot_timeout:
@@ -96,7 +99,10 @@ def vm_config(prepared: Prepared, options: BootOptions, name: str) -> VMConfig:
     if options.console_dir is not None:
         options.console_dir.mkdir(parents=True, exist_ok=True)
         kwargs["console_log"] = options.console_dir / f"{name}.console.log"
-    return VMConfig.for_image(prepared.build.bzimage, prepared.image, **kwargs)
+    cfg = VMConfig.for_image(prepared.build.bzimage, prepared.image, **kwargs)
+    if options.snapshot:
+        cfg = snapshot.resume_config(cfg, snapshot.ensure(cfg, name))
+    return cfg
 
 
 @contextlib.contextmanager

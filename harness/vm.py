@@ -33,6 +33,7 @@ import logging
 import os
 import re
 import select
+import shlex
 import signal
 import socket
 import struct
@@ -235,6 +236,8 @@ class VMConfig:
     guest_ssh_port: int = 22
     qemu: str = QEMU
     nic: str = "rtl8139"  # QEMU NIC model; the kernel config must have its driver (8139too)
+    qmp_socket: Path | None = None  # a QMP monitor on this unix socket (needed by save_state)
+    incoming: Path | None = None  # resume the guest saved in this file instead of booting
     extra_args: tuple[str, ...] = ()
     shutdown_timeout: float = 3.0  # for `reboot -f` over SSH before signalling QEMU
 
@@ -267,6 +270,13 @@ def qemu_argv(cfg: VMConfig, port: int) -> list[str]:
     ]
     if cfg.kvm:
         argv += ["-enable-kvm", "-cpu", "host"]
+    if cfg.qmp_socket is not None:
+        if "," in str(cfg.qmp_socket):
+            raise InputError(f"QMP socket {cfg.qmp_socket}: no commas (QEMU option syntax)")
+        argv += ["-qmp", f"unix:{cfg.qmp_socket},server=on,wait=off"]
+    if cfg.incoming is not None:
+        # QEMU runs exec: URIs with /bin/sh -c: the path is quoted
+        argv += ["-incoming", f"exec:cat {shlex.quote(str(cfg.incoming))}"]
     argv += list(cfg.extra_args)
     return argv
 
@@ -422,7 +432,8 @@ class VM:
         """Start QEMU (returns at once; :meth:`wait_ready` waits for the boot)."""
         if self._child is not None:
             raise StageError(f"{self.name}: already started")
-        for path, what in ((self.cfg.kernel, "kernel"), (self.cfg.initramfs, "initramfs")):
+        for path, what in ((self.cfg.kernel, "kernel"), (self.cfg.initramfs, "initramfs"),
+                           (self.cfg.incoming, "saved guest state")):
             if path is not None and not Path(path).is_file():
                 raise InputError(f"{self.name}: {what} {path} does not exist")
         _install_handlers()
@@ -516,22 +527,69 @@ class VM:
                 return bool(self._child.isalive()) if not self._reaped else False
         return True
 
-    def wait_ready(self, timeout: float | None = None) -> BootInfo:
+    def wait_ready(self, timeout: float | None = None, login: bool = True) -> BootInfo:
         """Wait until sshd is up and root (or the first user) can log in.
 
         ``timeout`` counts from QEMU's start (default ``cfg.boot_timeout``).
         Raises :class:`BootError` (and stops the VM) on a panic, oops, BUG,
-        init failure, QEMU exit or timeout.
+        init failure, QEMU exit or timeout.  ``login=False`` returns once
+        sshd is up, without connecting (nothing of the harness in the guest
+        yet: the moment to :meth:`save_state`).  A guest resumed from a saved
+        state (``cfg.incoming``) has no boot to watch: it is ready when the
+        login works.
         """
         if self._child is None:
             raise StageError(f"{self.name}: not started")
         try:
-            return self._wait_ready(timeout)
+            if self.cfg.incoming is not None:
+                return self._wait_resumed(timeout)
+            return self._wait_ready(timeout, login)
         except BaseException:
             self.stop()
             raise
 
-    def _wait_ready(self, timeout: float | None) -> BootInfo:
+    def _wait_resumed(self, timeout: float | None) -> BootInfo:
+        limit = self.cfg.boot_timeout if timeout is None else timeout
+        user = self._login_user()
+        for port_retries in range(3, -1, -1):
+            deadline = self._t0 + limit
+            try:
+                self.ssh.wait_ready(deadline, poll=0.02, user=user)
+                break
+            except SSHGuestDown:
+                if not (self._port_clash() and port_retries > 0):
+                    self._check_boot(deadline, limit, after_ssh=True)
+                    raise
+                log.info("%s: port %s was taken, retrying on another", self.name, self.port)
+                self._reap_child()
+                self._spawn(free_port())
+            except SSHTimeout as exc:
+                self._check_boot(deadline, limit, after_ssh=True)
+                raise self._boot_error(f"resumed guest: no SSH login within {limit:g}s: {exc}") from None
+        self._check_boot(deadline, limit, after_ssh=True)
+        return self._ready_info()
+
+    def _login_user(self) -> str:
+        user = "root" if "root" in self.cfg.keys else next(iter(self.cfg.keys), None)
+        if user is None:
+            raise InputError(f"{self.name}: no ssh keys configured (VMConfig.keys)")
+        return user
+
+    def _ready_info(self, login: bool = True) -> BootInfo:
+        elapsed = time.monotonic() - self._t0
+        with self._cond:
+            milestones = dict(self._milestones)
+            if login:
+                milestones["ssh-login"] = elapsed
+            events = tuple(self._event_objects())
+        info = BootInfo(self.port or 0, elapsed, milestones, self.console_log, events)
+        if login:
+            self._ssh_ok = True
+            self.boot_info = info
+            log.info("%s: ready on 127.0.0.1:%s after %.2fs", self.name, self.port, elapsed)
+        return info
+
+    def _wait_ready(self, timeout: float | None, login: bool) -> BootInfo:
         limit = self.cfg.boot_timeout if timeout is None else timeout
         port_retries = 3
         while True:
@@ -555,12 +613,11 @@ class VM:
                 continue
             break
         self._check_boot(deadline, limit)
-        guest = self.ssh
-        user = "root" if "root" in self.cfg.keys else next(iter(self.cfg.keys), None)
-        if user is None:
-            raise InputError(f"{self.name}: no ssh keys configured (VMConfig.keys)")
+        if not login:
+            return self._ready_info(login=False)
+        user = self._login_user()
         try:
-            guest.wait_ready(deadline, poll=0.3, user=user)
+            self.ssh.wait_ready(deadline, poll=0.3, user=user)
         except SSHGuestDown:
             self._check_boot(deadline, limit, after_ssh=True)
             raise
@@ -568,16 +625,7 @@ class VM:
             self._check_boot(deadline, limit, after_ssh=True)
             raise self._boot_error(f"sshd is up but no SSH login within {limit:g}s: {exc}") from None
         self._check_boot(deadline, limit, after_ssh=True)
-        elapsed = time.monotonic() - self._t0
-        self._ssh_ok = True
-        with self._cond:
-            milestones = dict(self._milestones)
-            milestones["ssh-login"] = elapsed
-            events = tuple(self._event_objects())
-        info = BootInfo(self.port or 0, elapsed, milestones, self.console_log, events)
-        self.boot_info = info
-        log.info("%s: ready on 127.0.0.1:%s after %.1fs", self.name, self.port, elapsed)
-        return info
+        return self._ready_info()
 
     def _port_clash(self) -> bool:
         if not (self._auto_port and self._exited.is_set()):
@@ -620,6 +668,39 @@ class VM:
         """:meth:`start` then :meth:`wait_ready`."""
         self.start()
         return self.wait_ready()
+
+    def save_state(self, dest: Path, timeout: float = 60.0) -> None:
+        """Write the running guest's whole state (RAM, devices) to ``dest`` and stop QEMU.
+
+        Needs ``cfg.qmp_socket``.  The file resumes with ``VMConfig(incoming=dest)``
+        (same kernel, initramfs, memory and devices), in a fraction of a boot.
+        ``dest`` appears only when complete.
+        """
+        from harness.qmp import QMP, QMPError
+
+        if self.cfg.qmp_socket is None:
+            raise StageError(f"{self.name}: save_state needs a QMP socket (VMConfig.qmp_socket)")
+        if self._child is None or self._exited.is_set():
+            raise StageError(f"{self.name}: save_state: QEMU is not running")
+        partial = dest.with_name(dest.name + ".part")
+        deadline = time.monotonic() + timeout
+        try:
+            with QMP(self.cfg.qmp_socket, timeout=timeout) as qmp:
+                # no "stop" first: a guest saved while running runs again when resumed
+                # (QEMU's last pass copies it stopped, so the image is consistent)
+                qmp.command("migrate", uri=f"exec:cat > {shlex.quote(str(partial))}")
+                while True:
+                    status = qmp.command("query-migrate").get("status")
+                    if status == "completed":
+                        break
+                    if status in ("failed", "cancelled") or time.monotonic() > deadline:
+                        raise QMPError(f"saving the guest state to {partial}: migration {status}")
+                    time.sleep(0.01)
+            os.replace(partial, dest)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                partial.unlink()
+            self.stop(graceful=False)
 
     # -- SSH ----------------------------------------------------------------------
 
@@ -700,16 +781,17 @@ class VM:
 
     # -- stopping -----------------------------------------------------------------
 
-    def stop(self) -> int | None:
+    def stop(self, graceful: bool = True) -> int | None:
         """Shut the guest down and reap QEMU; returns its exit status (idempotent).
 
         A booted, healthy guest is asked to ``reboot -f`` (QEMU exits because
-        of -no-reboot); then QEMU gets SIGTERM, then SIGKILL.
+        of -no-reboot); then QEMU gets SIGTERM, then SIGKILL.  ``graceful=False``
+        skips the reboot: for a guest being thrown away.
         """
         if self._child is None or self._reaped:
             return self._exitstatus
         try:
-            if self._ssh_ok and not self._exited.is_set() and not self.crashed():
+            if graceful and self._ssh_ok and not self._exited.is_set() and not self.crashed():
                 self._request_reboot()
         finally:
             try:

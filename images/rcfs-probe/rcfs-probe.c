@@ -13,6 +13,7 @@
  *   rcfs-probe [OPTIONS] umount TARGET
  *   rcfs-probe [OPTIONS] mkdir PATH
  *   rcfs-probe [OPTIONS] rmdir PATH
+ *   rcfs-probe cleanup [TOP...]             see do_cleanup()
  *
  * Options:
  *   -u UID    switch to UID first (setgroups(0), setgid(GID), setuid(UID))
@@ -24,6 +25,8 @@
  *   -f FLAGS  mount: mountflags (number, e.g. 1 for MS_RDONLY);
  *             umount: umount2 flags (2 MNT_DETACH, 1 MNT_FORCE)
  *   -m MODE   mkdir: mode in octal (default 755); write: creation mode (644)
+ *   -t MS     give up after MS milliseconds: print "OP: TIMEOUT" and exit 3,
+ *             leaving the operation blocked in a child (a hung umount)
  *
  * DATA "-" for mount means a NULL data pointer; "" is an empty string.
  * By default write opens like the shell's ">": O_WRONLY|O_CREAT|O_TRUNC.
@@ -37,14 +40,18 @@
  *   close: OK
  *   mount: OK         mount: ENOENT
  *   umount: OK / mkdir: OK / rmdir: OK
- * Exit status: 0 when every step succeeded, 1 when one failed, 2 on bad usage.
+ * Exit status: 0 when every step succeeded, 1 when one failed, 2 on bad usage,
+ * 3 when -t ran out.
  * Output is unbuffered, so the lines before a step that kills the process
  * (an oops in the kernel) are never lost.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +59,8 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_WRITE (64UL * 1024 * 1024)
@@ -127,9 +136,9 @@ static void usage(const char *msg)
 	if (msg)
 		dprintf(2, "rcfs-probe: %s\n", msg);
 	dprintf(2,
-		"usage: rcfs-probe [-u UID [-g GID]] [-x] [-n N] [-e] [-a] [-f FLAGS] [-m MODE] OP ARGS\n"
+		"usage: rcfs-probe [-u UID [-g GID]] [-x] [-n N] [-e] [-a] [-f FLAGS] [-m MODE] [-t MS] OP ARGS\n"
 		"  write PATH DATA | read PATH | mount SOURCE TARGET FSTYPE DATA\n"
-		"  umount TARGET | mkdir PATH | rmdir PATH\n");
+		"  umount TARGET | mkdir PATH | rmdir PATH | cleanup [TOP...]\n");
 	exit(2);
 }
 
@@ -284,6 +293,253 @@ static int do_read(const char *path, int hex)
 	return failed;
 }
 
+/* ---- -t: a deadline for an operation that may block forever ------------- */
+
+static long now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+/*
+ * Fork: the child returns and does the operation with its output going
+ * through a pipe; the parent relays that output until the child has exited,
+ * or prints "OP: TIMEOUT" after ms milliseconds and exits 3.  The parent
+ * never shares its stdout with the child, so a child stuck in the kernel
+ * does not keep the caller (an SSH channel) waiting for end of file.
+ */
+static void run_with_deadline(const char *op, long ms)
+{
+	int fds[2], status;
+	long deadline = now_ms() + ms, left;
+	struct pollfd pfd;
+	char buf[4096];
+	ssize_t n;
+	pid_t pid;
+
+	if (pipe(fds)) {
+		dprintf(2, "rcfs-probe: pipe: %s\n", errname(errno));
+		exit(2);
+	}
+	pid = fork();
+	if (pid < 0) {
+		dprintf(2, "rcfs-probe: fork: %s\n", errname(errno));
+		exit(2);
+	}
+	if (pid == 0) {
+		close(fds[0]);
+		dup2(fds[1], 1);
+		dup2(fds[1], 2);
+		close(fds[1]);
+		return;
+	}
+	close(fds[1]);
+	pfd.fd = fds[0];
+	pfd.events = POLLIN;
+	for (;;) {
+		left = deadline - now_ms();
+		if (left <= 0 || poll(&pfd, 1, (int)left) == 0) {
+			dprintf(1, "%s: TIMEOUT\n", op);
+			exit(3);
+		}
+		n = read(fds[0], buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		put_all((const unsigned char *)buf, (size_t)n);
+	}
+	if (waitpid(pid, &status, 0) < 0)
+		exit(2);
+	exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+}
+
+/* ---- cleanup ------------------------------------------------------------ */
+
+#define CHECK_MOUNT "/tmp/.rcfs-cleanup-check"
+
+struct container {
+	int depth;
+	char *path;
+};
+
+static struct container *containers;
+static size_t ncontainers, maxcontainers;
+
+static void problem(const char *what, const char *path, int err)
+{
+	dprintf(1, "PROBLEM %s %s %s\n", what, path, errname(err));
+	failed = 1;
+}
+
+static char *join(const char *dir, const char *name)
+{
+	size_t n = strlen(dir) + strlen(name) + 2;
+	char *p = malloc(n);
+
+	if (!p) {
+		dprintf(2, "rcfs-probe: out of memory\n");
+		exit(2);
+	}
+	snprintf(p, n, "%s/%s", dir, name);
+	return p;
+}
+
+/* Every directory below dir (a container), with its depth. */
+static void collect(const char *dir, int depth)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	struct stat st;
+	char *path;
+
+	if (!d) {
+		problem("opendir", dir, errno);
+		return;
+	}
+	while ((e = readdir(d))) {
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+			continue;
+		path = join(dir, e->d_name);
+		if (lstat(path, &st) || !S_ISDIR(st.st_mode)) {
+			free(path);
+			continue;
+		}
+		if (ncontainers == maxcontainers) {
+			maxcontainers = maxcontainers ? 2 * maxcontainers : 64;
+			containers = realloc(containers, maxcontainers * sizeof(*containers));
+			if (!containers) {
+				dprintf(2, "rcfs-probe: out of memory\n");
+				exit(2);
+			}
+		}
+		containers[ncontainers].depth = depth;
+		containers[ncontainers++].path = path;
+		collect(path, depth + 1);
+	}
+	closedir(d);
+}
+
+static int deepest_first(const void *a, const void *b)
+{
+	return ((const struct container *)b)->depth - ((const struct container *)a)->depth;
+}
+
+/* The text of a (small) file, NUL-terminated; NULL if it cannot be read. */
+static char *slurp(const char *path)
+{
+	size_t len = 0, size = 4096;
+	char *buf = malloc(size);
+	ssize_t n;
+	int fd = open(path, O_RDONLY);
+
+	if (fd < 0 || !buf) {
+		if (fd >= 0)
+			close(fd);
+		free(buf);
+		return NULL;
+	}
+	while ((n = read(fd, buf + len, size - len - 1)) > 0) {
+		len += (size_t)n;
+		if (size - len < 2) {
+			char *bigger = size < MAX_READ ? realloc(buf, size * 2) : NULL;
+
+			if (!bigger)
+				break;
+			buf = bigger;
+			size *= 2;
+		}
+	}
+	close(fd);
+	buf[len] = 0;
+	return buf;
+}
+
+/* Is top an rcfs mount point (a line "SOURCE TOP rcfs ..." in /proc/mounts)? */
+static int is_rcfs_mount(const char *top)
+{
+	char *mounts = slurp("/proc/mounts"), *line, *save = NULL;
+	char dir[4096], type[64];
+	int found = 0;
+
+	if (!mounts)
+		return 0;
+	for (line = strtok_r(mounts, "\n", &save); line && !found; line = strtok_r(NULL, "\n", &save))
+		found = sscanf(line, "%*s %4095s %63s", dir, type) == 2 && !strcmp(dir, top) &&
+			!strcmp(type, "rcfs");
+	free(mounts);
+	return found;
+}
+
+/* Move every task of container c back to the top container (one write each). */
+static void empty_container(const char *top, const char *c)
+{
+	char *tasks = join(c, "tasks"), *top_tasks = join(top, "tasks");
+	char *pids = slurp(tasks), *pid, *save = NULL;
+	char line[32];
+	int fd, n;
+
+	for (pid = pids ? strtok_r(pids, " \n", &save) : NULL; pid; pid = strtok_r(NULL, " \n", &save)) {
+		fd = open(top_tasks, O_WRONLY);
+		if (fd < 0)
+			continue;
+		n = snprintf(line, sizeof(line), "%s\n", pid);
+		if (write(fd, line, (size_t)n) < 0) {
+			/* a task that exited meanwhile: nothing to move */
+		}
+		close(fd);
+	}
+	free(pids);
+	free(tasks);
+	free(top_tasks);
+}
+
+/*
+ * cleanup [TOP...]: for each rcfs mount TOP, in the order given, move the
+ * tasks of every container back to the top, remove the containers deepest
+ * first and unmount TOP (a TOP that is not an rcfs mount is skipped).  Then,
+ * if the kernel has rcfs, check that every subsystem is free again: a mount
+ * with no options (all subsystems) must succeed, and its umount too.
+ * Output: one line "PROBLEM STEP PATH ENAME" per failed step, nothing else;
+ * exit status 1 if there was one.  One process instead of a shell script
+ * keeps a test's cleanup to one fork and exec in a slow (emulated) guest.
+ */
+static int do_cleanup(int argc, char **argv)
+{
+	char *fs;
+	size_t i;
+	int t;
+
+	for (t = 0; t < argc; t++) {
+		if (!is_rcfs_mount(argv[t]))
+			continue;
+		ncontainers = 0;
+		collect(argv[t], 0);
+		qsort(containers, ncontainers, sizeof(*containers), deepest_first);
+		for (i = 0; i < ncontainers; i++) {
+			empty_container(argv[t], containers[i].path);
+			if (rmdir(containers[i].path))
+				problem("rmdir", containers[i].path, errno);
+			free(containers[i].path);
+		}
+		if (umount2(argv[t], 0))
+			problem("umount", argv[t], errno);
+	}
+	fs = slurp("/proc/filesystems");
+	if (fs && strstr(fs, "\trcfs\n")) {
+		if (mkdir(CHECK_MOUNT, 0755) && errno != EEXIST)
+			problem("mkdir", CHECK_MOUNT, errno);
+		else if (mount("none", CHECK_MOUNT, "rcfs", 0, NULL))
+			problem("mount", CHECK_MOUNT, errno);
+		else if (umount2(CHECK_MOUNT, 0))
+			problem("umount", CHECK_MOUNT, errno);
+	}
+	free(fs);
+	return failed;
+}
+
 int main(int argc, char **argv)
 {
 	long uid = -1, gid = -1;
@@ -291,9 +547,10 @@ int main(int argc, char **argv)
 	int hex = 0, existing = 0, append = 0, opt, flags;
 	mode_t mode = 0;
 	int have_mode = 0;
+	long deadline_ms = 0;
 	const char *op;
 
-	while ((opt = getopt(argc, argv, "+u:g:xn:eaf:m:h")) != -1) {
+	while ((opt = getopt(argc, argv, "+u:g:xn:eaf:m:t:h")) != -1) {
 		switch (opt) {
 		case 'u': uid = (long)number(optarg, 10, "uid"); break;
 		case 'g': gid = (long)number(optarg, 10, "gid"); break;
@@ -303,6 +560,7 @@ int main(int argc, char **argv)
 		case 'a': append = 1; break;
 		case 'f': mflags = number(optarg, 0, "flags"); break;
 		case 'm': mode = (mode_t)number(optarg, 8, "mode"); have_mode = 1; break;
+		case 't': deadline_ms = (long)number(optarg, 10, "milliseconds"); break;
 		case 'h': usage(NULL); break;
 		default: usage(NULL);
 		}
@@ -312,6 +570,9 @@ int main(int argc, char **argv)
 	op = argv[optind++];
 	argc -= optind;
 	argv += optind;
+
+	if (deadline_ms > 0)
+		run_with_deadline(op, deadline_ms);
 
 	if (uid >= 0) {
 		if (gid < 0)
@@ -365,6 +626,8 @@ int main(int argc, char **argv)
 		step("rmdir", rmdir(argv[0]) == 0, NULL);
 		return failed;
 	}
+	if (!strcmp(op, "cleanup"))
+		return do_cleanup(argc, argv);
 	usage("unknown operation");
 	return 2;
 }

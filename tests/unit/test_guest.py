@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import pytest
+
 from harness.guest import Mount, Rcfs, parse_probe
 
 
@@ -41,25 +43,46 @@ def test_unknown_errno_names_are_kept() -> None:
 class _Result:
     stdout: str
     exit_status: int = 0
+    stderr: str = ""
 
 
 @dataclass
 class _FakeGuest:
     output: str
-    scripts: list[str] = field(default_factory=list)
+    exit_status: int = 0
+    commands: list[object] = field(default_factory=list)
 
-    def run(self, script: str, user: str = "root", timeout: float = 60) -> _Result:
-        self.scripts.append(script)
-        return _Result(self.output)
+    def run(self, cmd: object, user: str = "root", timeout: float = 60) -> _Result:
+        self.commands.append(cmd)
+        return _Result(self.output, self.exit_status)
 
 
-def test_cleanup_is_one_script_newest_mount_first_and_reports_problems() -> None:
-    fake = _FakeGuest("PROBLEM rmdir /mnt/rcfs1/a EBUSY\nPROBLEM umount /mnt/rcfs1 EBUSY\nnoise\n")
+def test_cleanup_is_one_probe_run_newest_mount_first_and_reports_problems() -> None:
+    fake = _FakeGuest("PROBLEM rmdir /mnt/rcfs1/a EBUSY\nPROBLEM umount /mnt/rcfs1 EBUSY\nnoise\n", 1)
     rcfs = Rcfs(fake)  # type: ignore[arg-type]
-    rcfs.mounts = [Mount("/mnt/rcfs1", None), Mount("/mnt/rcfs 2", "test0")]
+    rcfs.mounts = [Mount("/mnt/rcfs1", None), Mount("/mnt/rcfs2", "test0")]
     problems = rcfs.cleanup()
     assert problems == ["rmdir /mnt/rcfs1/a: EBUSY", "umount /mnt/rcfs1: EBUSY"]
-    assert len(fake.scripts) == 1 and rcfs.mounts == []
-    assert "for top in '/mnt/rcfs 2' /mnt/rcfs1; do" in fake.scripts[0]
-    assert rcfs.cleanup() == [] and len(fake.scripts) == 1  # nothing mounted: no round trip
+    assert fake.commands == [["rcfs-probe", "cleanup", "/mnt/rcfs2", "/mnt/rcfs1"]] and rcfs.mounts == []
+    assert rcfs.cleanup() == [] and len(fake.commands) == 1  # nothing mounted: no round trip
 
+
+def test_cleanup_checks_the_subsystems_even_after_the_test_unmounted() -> None:
+    fake = _FakeGuest("PROBLEM mount /tmp/.rcfs-cleanup-check EBUSY\n", 1)
+    rcfs = Rcfs(fake)  # type: ignore[arg-type]
+    rcfs._touched = True  # a mount was tried, none is left
+    assert rcfs.cleanup() == ["mount /tmp/.rcfs-cleanup-check: EBUSY"]
+    assert fake.commands == [["rcfs-probe", "cleanup"]]
+
+
+@pytest.mark.parametrize("status", [139, 1, -1])
+def test_cleanup_that_dies_or_fails_silently_is_a_problem(status: int) -> None:
+    rcfs = Rcfs(_FakeGuest("", status))  # type: ignore[arg-type]
+    rcfs.mounts = [Mount("/mnt/rcfs1", None)]
+    assert rcfs.cleanup() == [f"rcfs-probe cleanup exited {status}: "]
+
+
+def test_probe_timeout_is_a_failed_step() -> None:
+    r = parse_probe("umount: TIMEOUT\n", 3)
+    assert r.timed_out and not r.ok and r.errno == "TIMEOUT" and r.failed_step == "umount"
+    assert not parse_probe("umount: EBUSY\n", 1).timed_out

@@ -665,3 +665,18 @@ def test_real_image_builds_and_holds_working_binaries(tmp_path: Path) -> None:
     res = subprocess.run([probe, "mount", "none", str(tmp_path), "no-such-fs", "-"],
                          capture_output=True, text=True)
     assert res.returncode == 1 and res.stdout.startswith("mount: E")
+    # -t: an operation that blocks (open of a FIFO nobody writes) is given up on,
+    # and the output pipe is not held open by the blocked child
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    res = subprocess.run([probe, "-t", "200", "read", str(fifo)], capture_output=True, text=True,
+                         timeout=30)
+    assert (res.returncode, res.stdout) == (3, "read: TIMEOUT\n")
+    with open(fifo, "w"):  # let the blocked child go
+        pass
+    res = subprocess.run([probe, "-t", "5000", "read", str(target)], capture_output=True, text=True,
+                         timeout=30)
+    assert (res.returncode, res.stdout) == (0, "open: OK\nread: OK 3000\n" + "A" * 3000 + "\nclose: OK\n")
+    # cleanup of a directory that is no rcfs mount, on a host without rcfs: nothing to do
+    res = subprocess.run([probe, "cleanup", str(tmp_path)], capture_output=True, text=True)
+    assert (res.returncode, res.stdout) == (0, "")
