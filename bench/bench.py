@@ -56,22 +56,28 @@ def _one_line_patch(tree: Path, marker: str) -> str:
     return f"Subject: [PATCH] bench: one-line change ({marker})\n\n---\n{body}"
 
 
+def _bench_series(work: Path, src: source.Source, base: str, name: str) -> tuple[Path, Path, Path]:
+    """A copy of patches/ with series ``name`` = ``base`` + one patch file (written later by
+    the caller with :func:`_one_line_patch`); (patches root, tree with ``base`` applied, patch file)."""
+    root = work / "patches"
+    shutil.copytree(patches.patches_dir(), root)
+    # the rcfs.c that the bench patch edits: pristine plus the base series
+    tree = work / "tree"
+    tree.mkdir()
+    build.link_tree(src.tree, tree)
+    patches.apply_series(patches.load_series(base, root), tree)
+    bench_dir = root / name
+    bench_dir.mkdir()
+    (bench_dir / "base").write_text(f"{base}\n")
+    (bench_dir / "series").write_text("0001-bench.patch\n")
+    return root, tree, bench_dir / "0001-bench.patch"
+
+
 def bench_build() -> None:
     src = source.resolve(None, allow_download=True)
     work = Path(tempfile.mkdtemp(prefix="harness-bench-"))
     try:
-        root = work / "patches"
-        shutil.copytree(patches.patches_dir(), root)
-        # the rcfs.c that the bench patch edits: pristine plus the rcfs series
-        tree = work / "tree"
-        tree.mkdir()
-        build.link_tree(src.tree, tree)
-        patches.apply_series(patches.load_series("rcfs", root), tree)
-        bench_dir = root / "bench"
-        bench_dir.mkdir()
-        (bench_dir / "base").write_text("rcfs\n")
-        (bench_dir / "series").write_text("0001-bench.patch\n")
-        patch_file = bench_dir / "0001-bench.patch"
+        root, tree, patch_file = _bench_series(work, src, "rcfs", "bench")
         patch_file.write_text(_one_line_patch(tree, "one"))
 
         def request() -> build.BuildRequest:
@@ -101,28 +107,84 @@ def _percentile(values: list[float], fraction: float) -> float:
 
 
 def bench_boot(runs: int = 5) -> None:
-    """Boot-to-SSH-ready (QEMU start to first login) and `harness run -- true` round trips."""
-    from harness import target
+    """Boot to SSH ready (QEMU start to first login): a real boot, making the saved boot
+    (snapshot), resuming it; then `harness run -- true` round trips."""
+    from harness import snapshot, target
 
     prepared = target.prepare(target.KernelSpec("default", "rcfs"))
+    cold = target.BootOptions(snapshot=False)
     times: list[float] = []
     milestones: list[dict[str, float]] = []
     for _ in range(runs):
-        with target.booted(prepared) as vm:
+        with target.booted(prepared, cold) as vm:
             assert vm.boot_info is not None
             times.append(vm.boot_info.boot_seconds)
             milestones.append(vm.boot_info.milestones)
     record(f"boot to SSH ready (median of {runs})", statistics.median(times),
            f"p95 {_percentile(times, 0.95):.2f} s, min {min(times):.2f} s")
-    last = milestones[-1]
     print("   milestones of the last boot: "
-          + ", ".join(f"{name} {seconds:.2f}" for name, seconds in last.items()))
+          + ", ".join(f"{name} {seconds:.2f}" for name, seconds in milestones[-1].items()))
+    cfg = target.vm_config(prepared, cold, "bench")
+    with cache.lock(f"snapshot-{snapshot.key(cfg)}"):
+        cache.remove_tree(snapshot.root() / snapshot.key(cfg))
+    seconds, snap = timed(lambda: snapshot.ensure(cfg, "bench"))
+    record("snapshot made (boot, save, check)", seconds,
+           f"{snap.state.stat().st_size / 1e6:.1f} MB, once per kernel")
+    times = []
+    for _ in range(runs):
+        with target.booted(prepared) as vm:
+            assert vm.boot_info is not None and vm.boot_info.resumed
+            times.append(vm.boot_info.boot_seconds)
+    record(f"resume to SSH ready (median of {runs})", statistics.median(times),
+           f"p95 {_percentile(times, 0.95):.2f} s, min {min(times):.2f} s")
     trips: list[float] = []
     for _ in range(3):
         seconds, status = timed(lambda: subprocess.run(
             [sys.executable, "-m", "harness", "run", "--", "true"], check=False).returncode)
         trips.append(seconds)
-    record("harness run -- true (median of 3)", statistics.median(trips), "build and image cached")
+    record("harness run -- true (median of 3)", statistics.median(trips), "build, image, snapshot cached")
+
+
+def bench_change() -> None:
+    """A one-line change in kernel/rcfs.c to the full suite's results on that kernel.
+
+    Series ``bench-fixes`` = ``rcfs-fixes`` plus one patch adding a line to
+    kernel/rcfs.c.  A first run makes everything warm (build, snapshot);
+    then the line changes and ``harness test --config default --series
+    bench-fixes`` is timed: incremental build, a new snapshot, the suite.
+    """
+    from harness import snapshot, target
+
+    src = source.resolve(None, allow_download=True)
+    work = Path(tempfile.mkdtemp(prefix="harness-bench-change-"))
+    previous = os.environ.get("HARNESS_PATCHES")
+    try:
+        root, tree, patch_file = _bench_series(work, src, "rcfs-fixes", "bench-fixes")
+        os.environ["HARNESS_PATCHES"] = str(root)
+        argv = [sys.executable, "-m", "harness", "test", "--config", "default", "--series", "bench-fixes",
+                "--results", str(work / "results")]
+        outcomes = []
+        for marker in ("one", "two"):
+            patch_file.write_text(_one_line_patch(tree, marker))
+            seconds, done = timed(lambda: subprocess.run(argv, cwd=REPO, check=False, capture_output=True,
+                                                         text=True))
+            summary = [line for line in done.stderr.splitlines() if " tests, " in line]
+            outcomes.append((seconds, done.returncode, summary[-1].strip() if summary else "no summary"))
+            prepared = target.prepare(target.KernelSpec("default", "bench-fixes"))
+            cfg = target.vm_config(prepared, target.BootOptions(snapshot=False), "bench")
+            with cache.lock(f"snapshot-{snapshot.key(cfg)}"):
+                cache.remove_tree(snapshot.root() / snapshot.key(cfg))
+            build_dir = prepared.build.directory
+            if marker == "two" and build_dir.is_dir():
+                cache.remove_tree(build_dir)
+        record("one-line rcfs.c change to results", outcomes[1][0],
+               f"exit {outcomes[1][1]}: {outcomes[1][2]} (first run, cold build: {outcomes[0][0]:.0f} s)")
+    finally:
+        if previous is None:
+            os.environ.pop("HARNESS_PATCHES", None)
+        else:
+            os.environ["HARNESS_PATCHES"] = previous
+        cache.remove_tree(work)
 
 
 def _bisect_fixtures() -> Any:
@@ -228,8 +290,8 @@ def bench_suite() -> None:
 
 
 BENCHES: dict[str, Callable[[], None]] = {
-    "build": bench_build, "image": bench_image, "boot": bench_boot, "suite": bench_suite,
-    "bisect": bench_bisect,
+    "build": bench_build, "image": bench_image, "boot": bench_boot, "change": bench_change,
+    "suite": bench_suite, "bisect": bench_bisect,
 }
 
 

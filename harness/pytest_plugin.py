@@ -4,14 +4,16 @@ Registered through the ``pytest11`` entry point, so ``pytest`` in a venv with
 the harness installed has it.  It adds:
 
 * options ``--kernel-config``, ``--kernel-series``, ``--kernel-src``,
-  ``--keep-vm``, ``--boot-timeout``;
+  ``--keep-vm``, ``--boot-timeout``, ``--kernel-fresh-boot``;
 * the marker ``@pytest.mark.kernel(config=..., series=..., set={...})`` for a
   test that needs a particular kernel (the options give the defaults);
 * fixtures ``guest`` (:class:`~harness.guest.GuestSession`) and ``rcfs``
   (:class:`~harness.guest.Rcfs`, mounts cleaned up depth-first).
 
 Each distinct kernel is built and booted once per session: tests are
-reordered so that tests of one kernel run together.  After every test the
+reordered so that tests of one kernel run together.  A VM is resumed from
+the kernel's saved boot (made by one real boot, then cached; see
+:mod:`harness.snapshot`) unless ``--kernel-fresh-boot``.  After every test the
 console since the test began is scanned for panics, Oops, BUG, WARNING and
 lock-dependency reports; any of them fails the test with the excerpt.  A VM
 that died, crashed or could not be cleaned up is replaced before the next
@@ -56,6 +58,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--keep-vm", action="store_true",
                     help="leave the last VM running at the end and print how to reach it")
     group.addoption("--boot-timeout", type=float, default=None, help="seconds to SSH login (default 60)")
+    group.addoption("--kernel-fresh-boot", action="store_true",
+                    help="boot every VM instead of resuming the kernel's saved boot (harness/snapshot.py)")
     group.addoption("--kernel-bzimage", default=None, metavar="PATH",
                     help="boot this bzImage instead of building (used by harness bisect)")
     group.addoption("--kernel-cell", action="store_true",
@@ -208,7 +212,8 @@ class KernelPool:
         return found
 
     def _new_vm(self, spec: KernelSpec, prepared: Prepared) -> VM:
-        options = BootOptions(boot_timeout=self.config.getoption("--boot-timeout"))
+        options = BootOptions(boot_timeout=self.config.getoption("--boot-timeout"),
+                              snapshot=not self.config.getoption("--kernel-fresh-boot"))
         n = self._vm_count[spec] = self._vm_count.get(spec, 0) + 1
         name = f"{spec.label.replace('/', '-')}-boot{n}"  # each boot keeps its console log
         return VM(target.vm_config(prepared, options, name), name=name)
@@ -252,7 +257,7 @@ class KernelPool:
             vm.stop()
             raise
         boots.append({"status": "PASS", "duration": round(info.boot_seconds, 2),
-                      "console": str(vm.console_log)})
+                      "console": str(vm.console_log), "resumed": info.resumed})
         self.boots += 1
         self.current = (spec, vm)
         if self.discards.get(spec):

@@ -136,15 +136,39 @@ def ensure(cfg: VMConfig, name: str = "snapshot") -> Snapshot:
             meta = {"format": FORMAT, "key": k, "size": state.stat().st_size,
                     "sha256": cache.file_sha256(state), "boot_seconds": round(boot_seconds, 3),
                     "milestones": {m: round(t, 3) for m, t in milestones.items()},
-                    "kernel": str(cfg.kernel), "initramfs": str(cfg.initramfs),
+                    "kernel": str(cfg.kernel), "kernel_sha256": _file_hash(cfg.kernel),
+                    "initramfs": str(cfg.initramfs),
                     "memory_mb": cfg.memory_mb, "append": cfg.kernel_append(),
                     "qemu": qemu_version(cfg.qemu), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
             (stage / META).write_text(json.dumps(meta, indent=2) + "\n")
         log.info("snapshot %s made in %.1fs", k, time.monotonic() - start)
+    prune()
     snap = find(cfg)
     if snap is None:  # pragma: no cover - just written and checked
         raise OSError(f"snapshot {root() / k} vanished after it was written")
     return snap
+
+
+def prune() -> list[Path]:
+    """Remove the snapshots of kernels that are gone or were rebuilt since; returns them.
+
+    A build entry is rebuilt in place (bisect steps, an edited patch), so
+    without this every kernel ever tested would keep its 12 MB here.
+    """
+    removed = []
+    for meta_path in sorted(root().glob("*/" + META)):
+        directory = meta_path.parent
+        try:
+            meta = json.loads(meta_path.read_text())
+            kernel = Path(meta["kernel"])
+            stale = not kernel.is_file() or _file_hash(kernel) != meta["kernel_sha256"]
+        except (OSError, ValueError, KeyError, TypeError):
+            stale = True
+        if stale:
+            with cache.lock(f"snapshot-{directory.name}"):
+                cache.remove_tree(directory)
+            removed.append(directory)
+    return removed
 
 
 def _save(cfg: VMConfig, state: Path, name: str) -> tuple[float, dict[str, float]]:

@@ -242,16 +242,14 @@ class Guest:
         end = time.monotonic() + timeout
         try:
             sock = socket.create_connection((self.host, self.port), timeout=timeout)
-        except ConnectionRefusedError:
-            # QEMU listens on the forwarded port as long as it runs: once the guest
-            # was reachable, a refusal means QEMU is going (wait to see it go); before
-            # that, QEMU may still be starting
-            self._check_alive(wait=1.0 if self._reached else 0.0)
-            raise SSHConnectError(f"{self.where(user)}: connection refused") from None
-        except TimeoutError:
-            raise SSHConnectError(f"{self.where(user)}: TCP connect timed out") from None
         except OSError as exc:
-            raise SSHConnectError(f"{self.where(user)}: {exc}") from None
+            # QEMU listens on the forwarded port as long as it runs: once the guest
+            # was reachable, a refused or reset connection means QEMU is going (wait
+            # to see it go: SSHGuestDown); before that, QEMU may still be starting
+            self._check_alive(wait=1.0 if self._reached else 0.0)
+            why = ("connection refused" if isinstance(exc, ConnectionRefusedError)
+                   else "TCP connect timed out" if isinstance(exc, TimeoutError) else str(exc))
+            raise SSHConnectError(f"{self.where(user)}: {why}") from None
         # Without TCP_NODELAY every command waits ~40 ms: paramiko writes a
         # channel request as several small segments and Nagle holds the next
         # one until the guest's delayed ACK (HZ/25) arrives.

@@ -333,6 +333,7 @@ class BootInfo:
     milestones: dict[str, float]  # name -> seconds after QEMU start, in order
     console_log: Path
     events: tuple[ConsoleEvent, ...] = ()  # non-fatal reports during the boot (lockdep...)
+    resumed: bool = False  # resumed from a saved state (cfg.incoming): no boot, no milestones
 
 
 # --- the process registry: no QEMU survives the harness ----------------------------
@@ -564,10 +565,14 @@ class VM:
                 self._reap_child()
                 self._spawn(free_port())
             except SSHTimeout as exc:
-                self._check_boot(deadline, limit, after_ssh=True)
-                raise self._boot_error(f"resumed guest: no SSH login within {limit:g}s: {exc}") from None
+                self._login_failed(deadline, limit, "resumed guest:", exc)
         self._check_boot(deadline, limit, after_ssh=True)
         return self._ready_info()
+
+    def _login_failed(self, deadline: float, limit: float, what: str, exc: SSHTimeout) -> None:
+        """Raise the boot error that explains a login timeout (a crash first, if there was one)."""
+        self._check_boot(deadline, limit, after_ssh=True)
+        raise self._boot_error(f"{what} no SSH login within {limit:g}s: {exc}") from None
 
     def _login_user(self) -> str:
         user = "root" if "root" in self.cfg.keys else next(iter(self.cfg.keys), None)
@@ -582,7 +587,8 @@ class VM:
             if login:
                 milestones["ssh-login"] = elapsed
             events = tuple(self._event_objects())
-        info = BootInfo(self.port or 0, elapsed, milestones, self.console_log, events)
+        info = BootInfo(self.port or 0, elapsed, milestones, self.console_log, events,
+                        resumed=self.cfg.incoming is not None)
         if login:
             self._ssh_ok = True
             self.boot_info = info
@@ -622,8 +628,7 @@ class VM:
             self._check_boot(deadline, limit, after_ssh=True)
             raise
         except SSHTimeout as exc:
-            self._check_boot(deadline, limit, after_ssh=True)
-            raise self._boot_error(f"sshd is up but no SSH login within {limit:g}s: {exc}") from None
+            self._login_failed(deadline, limit, "sshd is up but", exc)
         self._check_boot(deadline, limit, after_ssh=True)
         return self._ready_info()
 

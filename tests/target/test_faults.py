@@ -371,7 +371,7 @@ def test_ctrl_c_during_a_test_run_stops_qemu(tmp_path: Path) -> None:
     tag = uuid.uuid4().hex
     stderr_path = tmp_path / "stderr"
     args = ["test", "--config", "default", "--series", "rcfs-testss", "--results", str(tmp_path / "results"),
-            "--", "-k", "smoke"]
+            "--", "-k", "smoke", "--kernel-fresh-boot"]  # a real boot: a window to interrupt in
     with cli(args, tag, stderr_path) as p:
         wait_for("a QEMU of the test run", lambda: bool(tagged_qemus(tag)), 180, p, stderr_path)
         # the cell's pytest process names the console log; interrupt when sshd is up, as the
