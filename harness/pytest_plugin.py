@@ -278,14 +278,17 @@ class KernelPool:
             self.current = None
             vm.stop()
 
+    def drop_spare(self) -> None:
+        spare, self.spare = self.spare, None
+        if spare is not None:
+            spare.stop()
+
     def release(self) -> None:
         """Stop every VM (the current one and a spare)."""
         try:
             self.release_current()
         finally:
-            spare, self.spare = self.spare, None
-            if spare is not None:
-                spare.stop()
+            self.drop_spare()
 
 
 _POOL: pytest.StashKey[KernelPool] = pytest.StashKey()
@@ -304,6 +307,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     records_path = session.config.getoption("--harness-records")
     if records_path:
         Path(records_path).write_text(json.dumps(kernels.records, indent=2))
+    kernels.drop_spare()  # nobody needs it now; a kept VM must not keep a hidden one alive
     if session.config.getoption("--keep-vm") and kernels.current is not None:
         spec, vm = kernels.current
         prepared = kernels.prepared[spec]
