@@ -91,8 +91,12 @@ def root() -> Path:
     return cache.subdir("snapshots")
 
 
-def find(cfg: VMConfig) -> Snapshot | None:
-    """The snapshot for ``cfg`` if there is a sound one; a damaged one is removed."""
+def find(cfg: VMConfig, *, locked: bool = False) -> Snapshot | None:
+    """The snapshot for ``cfg`` if there is a sound one; a damaged one is removed.
+
+    ``locked``: the caller holds this snapshot's lock already (flock locks are
+    per open file, so taking it again here would wait for ever).
+    """
     k = key(cfg)
     directory = root() / k
     try:
@@ -107,7 +111,7 @@ def find(cfg: VMConfig) -> Snapshot | None:
         sound = False
     if not sound:
         log.warning("snapshot %s is damaged (size or sha256 differ); making it again", directory)
-        with cache.lock(f"snapshot-{k}"):
+        with contextlib.nullcontext() if locked else cache.lock(f"snapshot-{k}"):
             cache.remove_tree(directory)
         return None
     return Snapshot(k, directory, float(meta["boot_seconds"]), dict(meta["milestones"]))
@@ -125,7 +129,7 @@ def ensure(cfg: VMConfig, name: str = "snapshot") -> Snapshot:
         return snap
     k = key(cfg)
     with cache.lock(f"snapshot-{k}"):
-        snap = find(cfg)  # another process made it meanwhile
+        snap = find(cfg, locked=True)  # another process made it meanwhile
         if snap is not None:
             return snap
         start = time.monotonic()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shlex
+import threading
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,20 @@ def test_prune_removes_snapshots_of_rebuilt_or_removed_kernels(cfg: vm.VMConfig,
     assert sorted(snapshot.prune()) == sorted([rebuilt, gone])
     assert keep.is_dir() and not rebuilt.exists() and not gone.exists()
     assert snapshot.prune() == []
+
+
+def test_find_under_the_snapshot_lock_removes_a_damaged_one_without_waiting(cfg: vm.VMConfig) -> None:
+    directory = _fake_snapshot(cfg)
+    (directory / "state").write_bytes(b"cut")
+    done = threading.Event()
+
+    def check() -> None:
+        with cache.lock(f"snapshot-{snapshot.key(cfg)}"):
+            assert snapshot.find(cfg, locked=True) is None
+        done.set()
+
+    worker = threading.Thread(target=check, daemon=True)
+    worker.start()
+    worker.join(10)
+    assert done.is_set(), "find() waited for the lock its caller holds"
+    assert not directory.exists()
