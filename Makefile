@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 # The project's own tests.  Target tests run when a 2.6.20 source is in the
 # cache (or $$HARNESS_KERNEL_SRC); otherwise they skip, saying how to get one.
 test: venv
-	$(BIN)/pytest tests
+	$(BIN)/pytest
 
 # The main job: system packages (installed when run as root, else the exact
 # command is printed), the kernel source (downloaded and verified when

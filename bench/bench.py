@@ -30,7 +30,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from harness import build, cache, config, patches, source  # noqa: E402
+from harness import cache  # noqa: E402
+from harness.kernel import build, config, patches, source  # noqa: E402
 
 RESULTS: list[dict[str, Any]] = []
 
@@ -109,7 +110,8 @@ def _percentile(values: list[float], fraction: float) -> float:
 def bench_boot(runs: int = 5) -> None:
     """Boot to SSH ready (QEMU start to first login): a real boot, making the saved boot
     (snapshot), resuming it; then `harness run -- true` round trips."""
-    from harness import snapshot, target
+    from harness.machine import snapshot
+    from harness.run import target
 
     prepared = target.prepare(target.KernelSpec("default", "rcfs"))
     cold = target.BootOptions(snapshot=False)
@@ -153,7 +155,8 @@ def bench_change() -> None:
     then the line changes and ``harness test --config default --series
     bench-fixes`` is timed: incremental build, a new snapshot, the suite.
     """
-    from harness import snapshot, target
+    from harness.machine import snapshot
+    from harness.run import target
 
     src = source.resolve(None, allow_download=True)
     work = Path(tempfile.mkdtemp(prefix="harness-bench-change-"))
@@ -209,7 +212,7 @@ def bench_bisect() -> None:
     """
     import os
 
-    from harness import bisect_run
+    from harness.run import bisect_run
 
     fx = _bisect_fixtures()
     src = source.resolve(None, allow_download=True)
@@ -273,7 +276,8 @@ def bench_image() -> None:
 
 def bench_suite() -> None:
     """Warm rcfs suite time per kernel cell (kernels and image cached), and make test-kernel."""
-    from harness import target, testrun
+    from harness.run import matrix as testrun
+    from harness.run import target
 
     for cell in testrun.load_matrix():
         target.prepare(target.KernelSpec(cell.config, cell.series))  # built beforehand: not measured

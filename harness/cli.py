@@ -22,7 +22,7 @@ from pathlib import Path
 
 from harness import __version__
 from harness.errors import HarnessError, InfraError, InputError, StageError
-from harness.target import BootOptions, KernelSpec
+from harness.run.target import BootOptions, KernelSpec
 
 #: ``harness run``: the kernel crashed or the VM failed, so the command has no status
 EXIT_VM_FAILED = 125
@@ -50,7 +50,7 @@ def boot_options(args: argparse.Namespace, snapshot: bool = True) -> BootOptions
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from harness import target
+    from harness.run import target
 
     result = target.build_kernel(kernel_spec(args), jobs=args.jobs, force=args.force)
     state = "cached" if result.cached else f"built in {result.duration:.1f}s"
@@ -61,7 +61,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_import_patch(args: argparse.Namespace) -> int:
-    from harness import importer, source
+    from harness.kernel import importer, source
 
     path = Path(args.file)
     try:
@@ -94,7 +94,7 @@ def cmd_import_patch(args: argparse.Namespace) -> int:
 
 
 def cmd_configs(args: argparse.Namespace) -> int:
-    from harness import config
+    from harness.kernel import config
 
     for name, definition in sorted(config.load_defs().items()):
         print(f"{name:12} {definition.description}")
@@ -102,7 +102,7 @@ def cmd_configs(args: argparse.Namespace) -> int:
 
 
 def cmd_series(args: argparse.Namespace) -> int:
-    from harness import patches
+    from harness.kernel import patches
 
     if args.name:
         series = patches.load_series(args.name)
@@ -118,7 +118,7 @@ def cmd_series(args: argparse.Namespace) -> int:
 
 
 def cmd_source(args: argparse.Namespace) -> int:
-    from harness import source
+    from harness.kernel import source
 
     src = source.resolve(args.kernel_src, allow_download=not args.no_download)
     print(f"harness: {src.origin} (id {src.id})", file=sys.stderr)
@@ -145,7 +145,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from harness import target
+    from harness.run import target
 
     prepared = target.prepare(kernel_spec(args), jobs=args.jobs)
     # a real boot, not a resumed one: its console shows the kernel coming up
@@ -177,7 +177,8 @@ def cmd_boot(args: argparse.Namespace) -> int:
 
 
 def cmd_ssh(args: argparse.Namespace) -> int:
-    from harness import proc, target
+    from harness import proc
+    from harness.run import target
 
     state = target.read_kept()
     if state is None:
@@ -194,7 +195,7 @@ def cmd_ssh(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness import target
+    from harness.run import target
 
     command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not command:
@@ -218,7 +219,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_test(args: argparse.Namespace) -> int:
-    from harness import testrun
+    from harness.run import matrix as testrun
 
     cells = testrun.load_matrix()
     if not args.matrix:
@@ -238,7 +239,7 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 def cmd_bisect(args: argparse.Namespace) -> int:
     """``harness bisect``: 0 first bad found, 1 ambiguous (skips), 2 bad input/infrastructure."""
-    from harness import bisect_run
+    from harness.run import bisect_run
 
     if args.git is None:
         if args.series is None:
@@ -277,7 +278,8 @@ def cmd_bisect(args: argparse.Namespace) -> int:
 
 
 def cmd_report_merge(args: argparse.Namespace) -> int:
-    from harness import report, testrun
+    from harness import results as report
+    from harness.run import matrix as testrun
 
     summary = report.merge([Path(d) for d in args.dirs], Path(args.output))
     testrun.print_summary(Path(args.output))

@@ -108,8 +108,8 @@ def check_disk() -> Check:
 
 
 def check_kernel_source() -> Check:
-    from harness import source
     from harness.errors import HarnessError
+    from harness.kernel import source
 
     try:
         src = source.resolve(None, allow_download=False)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from harness.errors import StageError
+from harness.errors import HarnessTimeout, StageError, ToolMissing
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def _popen(args: tuple[str, ...], cwd: Path | None, env: Mapping[str, str | None
         return subprocess.Popen(args, cwd=cwd, env=_env(env), stdin=stdin, stdout=stdout,
                                 stderr=stderr, text=text, errors="replace" if text else None)
     except FileNotFoundError as exc:
-        raise StageError(f"{args[0]}: command not found (run 'harness doctor')") from exc
+        raise ToolMissing(f"{args[0]}: command not found (run 'harness doctor')") from exc
 
 
 def run(
@@ -102,7 +102,7 @@ def run(
         out, err = proc.communicate(input=input, timeout=timeout)
     except subprocess.TimeoutExpired:
         _kill(proc)
-        raise StageError(f"{what or args[0]}: timed out after {timeout:.0f}s") from None
+        raise HarnessTimeout(f"{what or args[0]}: timed out after {timeout:.0f}s") from None
     except BaseException:
         # Ctrl-C or any other interruption: never leave the child running.
         _kill(proc)
@@ -206,7 +206,7 @@ def start(
             start_new_session=new_session,
         )
     except FileNotFoundError as exc:
-        raise StageError(f"{args[0]}: command not found (run 'harness doctor')") from exc
+        raise ToolMissing(f"{args[0]}: command not found (run 'harness doctor')") from exc
 
 
 def stop(proc: subprocess.Popen[bytes], grace: float = 5.0) -> int:
@@ -252,7 +252,7 @@ def spawn(
     logfile.flush()
     if which(args[0]) is None and not os.path.exists(args[0]):
         logfile.close()
-        raise StageError(f"{args[0]}: command not found (run 'harness doctor')")
+        raise ToolMissing(f"{args[0]}: command not found (run 'harness doctor')")
     try:
         child = pexpect.spawn(
             args[0],
@@ -283,4 +283,4 @@ def replace_process(argv: Sequence[Arg]) -> None:
     try:
         os.execvp(args[0], args)
     except FileNotFoundError as exc:
-        raise StageError(f"{args[0]}: command not found (run 'harness doctor')") from exc
+        raise ToolMissing(f"{args[0]}: command not found (run 'harness doctor')") from exc

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import HarnessError
-from harness.source import Source, resolve
+from harness.kernel.source import Source, resolve
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -36,7 +36,7 @@ def kernel_source() -> Source:
         )
 
 
-TARGET_DIRS = ("tests/target/", "tests/rcfs/")
+TARGET_DIRS = ("tests/target/", "harness/suites/")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -33,10 +33,12 @@ from pathlib import Path
 
 import pytest
 
-from harness import bisect_run, build, cache, patches
-from harness.bisect import BisectOutcome, Verdict, replay
-from harness.source import Source
-from harness.vm import running_qemus
+from harness import cache, resources
+from harness.kernel import build, patches
+from harness.kernel.source import Source
+from harness.machine.vm import running_qemus
+from harness.run import bisect_run
+from harness.run.bisect import BisectOutcome, Verdict, replay
 
 REPO = Path(__file__).resolve().parents[2]
 PROBE = "tests/target/bisect_probe/test_rmdir_busy.py::test_rmdir_with_task_attached_is_ebusy"
@@ -181,7 +183,7 @@ REGRESS_PATCHES = (
 
 def make_regress_series(root: Path, src: Source, work: Path) -> Path:
     """A patches root: a copy of patches/ plus series ``regress`` (on rcfs-testss)."""
-    shutil.copytree(REPO / "patches", root)
+    shutil.copytree(resources.shipped("patches"), root)
     tree = work / "rcfs-testss-tree"
     tree.mkdir(parents=True)
     build.link_tree(src.tree, tree)

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from harness import target
-from harness.source import Source
-from harness.vm import BootError, running_qemus
+from harness.kernel.source import Source
+from harness.machine.vm import BootError, running_qemus
+from harness.run import target
 
 HARNESS = [sys.executable, "-m", "harness"]
 

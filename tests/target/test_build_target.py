@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import build, cache, config, patches
+from harness import cache
 from harness.errors import InputError
-from harness.source import Source
+from harness.kernel import build, config, patches
+from harness.kernel.source import Source
 
 
 def request(src: Source, name: str, overrides: tuple[str, ...] = (), series: str = "rcfs"

@@ -6,8 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness import build, cache, config, patches, source, target
-from harness.source import Source
+from harness import cache
+from harness.kernel import build, config, patches, source
+from harness.kernel.source import Source
+from harness.run import target
 
 REPO = Path(__file__).resolve().parents[2]
 HARNESS = [sys.executable, "-m", "harness"]

@@ -31,9 +31,12 @@ from pathlib import Path
 
 import pytest
 
-from harness import build, cache, config, patches, report, source, target
-from harness.source import Source
-from harness.vm import BootError
+from harness import cache
+from harness import results as report
+from harness.kernel import build, config, patches, source
+from harness.kernel.source import Source
+from harness.machine.vm import BootError
+from harness.run import target
 
 REPO = Path(__file__).resolve().parents[2]
 INNER = Path(__file__).resolve().parent / "faults_inner"

@@ -6,12 +6,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from harness import cli
-from harness.importer import import_patch
-from harness.source import Source
+from harness import cli, resources
+from harness.kernel.importer import import_patch
+from harness.kernel.source import Source
 
 REPO = Path(__file__).resolve().parent.parent.parent
-SERIES = REPO / "patches" / "rcfs"
+SERIES = resources.shipped("patches") / "rcfs"
 SEED = SERIES / "seed" / "rcfs-core-patch-thread.txt"
 
 

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import cache, snapshot, target
-from harness.source import Source
-from harness.vm import VM, VMConfig
+from harness import cache
+from harness.kernel.source import Source
+from harness.machine import snapshot
+from harness.machine.vm import VM, VMConfig
+from harness.run import target
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import bisect as bs
-from harness import patches, proc
-from harness.bisect import Candidate, StepResult, Verdict
+from harness import proc
 from harness.errors import InfraError, InputError, StageError
+from harness.kernel import patches
+from harness.run import bisect as bs
+from harness.run.bisect import Candidate, StepResult, Verdict
 
 G, B, S, IE = Verdict.GOOD, Verdict.BAD, Verdict.SKIP, Verdict.INFRA
 

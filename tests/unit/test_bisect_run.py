@@ -1,4 +1,4 @@
-"""harness.bisect_run without a kernel: verdicts from real pytest runs, node checks, CLI validation."""
+"""harness.run.bisect_run without a kernel: verdicts from real pytest runs, node checks, CLI validation."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from harness import bisect_run, cli
-from harness.bisect import BisectOutcome, Candidate, StepResult, Verdict
+from harness import cli
 from harness.errors import InputError
-from harness.patches import Patch, Series
-from harness.report import parse_junit
+from harness.kernel.patches import Patch, Series
+from harness.results import parse_junit
+from harness.run import bisect_run
+from harness.run.bisect import BisectOutcome, Candidate, StepResult, Verdict
 
 THROWAWAY = textwrap.dedent('''
     import pytest

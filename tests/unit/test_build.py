@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from harness import build, cache
-from harness.config import ConfigRequest
+from harness import cache
 from harness.errors import InputError, StageError
-from harness.patches import load_series
-from harness.source import Source
+from harness.kernel import build
+from harness.kernel.config import ConfigRequest
+from harness.kernel.patches import load_series
+from harness.kernel.source import Source
 
 FAKE_MAKEFILE = """\
 allnoconfig:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import cache, cli, config
+from harness import cache, cli
+from harness.kernel import config
 
 FAKE_MAKEFILE = "VERSION = 2\nPATCHLEVEL = 6\nSUBLEVEL = 20\nEXTRAVERSION =\nNAME = Homicidal Dwarf Hamster\n"
 # int symbols of the default config and the range the rcfs patch gives them

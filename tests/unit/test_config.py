@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import config
 from harness.errors import InputError
+from harness.kernel import config
 
 FAKE_KCONFIG = """\
 config RCFS

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from harness.guest import Mount, Rcfs, parse_probe
+from harness.plugin.guest import Mount, Rcfs, parse_probe
 
 
 def test_probe_steps_and_first_errno() -> None:

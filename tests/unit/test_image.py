@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from harness import archive, cache, image
+from harness import archive, cache, image, resources
 from harness.archive import CpioMember
 from harness.errors import InputError, StageError
 
 REPO = Path(__file__).resolve().parents[2]
-DEFAULT = REPO / "images" / "default"
+DEFAULT = resources.shipped("images") / "default"
 HAVE_KEYGEN = shutil.which("ssh-keygen") is not None
 
 
@@ -31,7 +31,7 @@ def copy_recipe(tmp_path: Path, edit: dict[str, str] | None = None, append: str 
     """A copy of the default recipe (and the files it names) under tmp_path."""
     d = tmp_path / "images" / "default"
     shutil.copytree(DEFAULT, d)
-    shutil.copytree(REPO / "images" / "rcfs-probe", tmp_path / "images" / "rcfs-probe")
+    shutil.copytree(resources.shipped("images") / "rcfs-probe", tmp_path / "images" / "rcfs-probe")
     recipe = d / "recipe.toml"
     text = recipe.read_text()
     for old, new in (edit or {}).items():
@@ -377,7 +377,7 @@ def test_safe_extract_tar_bad_inputs(tmp_path: Path) -> None:
 
 
 def test_busybox_fragment_merges_through_config_module() -> None:
-    from harness import config
+    from harness.kernel import config
 
     dotconfig = "CONFIG_A=y\n# CONFIG_STATIC is not set\nCONFIG_TC=y\nCONFIG_S=\"x\"\n"
     wanted = config.parse_fragment("CONFIG_STATIC=y\n# CONFIG_TC is not set\n# comment\nCONFIG_S=\"y\"\n",

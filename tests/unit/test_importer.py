@@ -1,4 +1,4 @@
-"""harness.importer: recover clean unified diffs from damaged mail/web-archive text.
+"""harness.kernel.importer: recover clean unified diffs from damaged mail/web-archive text.
 
 The synthetic cases damage ``tests/data/import/clean.patch`` (made with ``diff -u``
 from ``tree/`` to ``expected/``) one way at a time, import it against a copy of
@@ -16,15 +16,16 @@ from pathlib import Path
 
 import pytest
 
+from harness import resources
 from harness.errors import InputError
-from harness.importer import import_patch
+from harness.kernel.importer import import_patch
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data" / "import"
 TREE = DATA / "tree"
 EXPECTED = DATA / "expected"
 CLEAN = (DATA / "clean.patch").read_text()
-SERIES = REPO / "patches" / "rcfs"
+SERIES = resources.shipped("patches") / "rcfs"
 SEED = SERIES / "seed" / "rcfs-core-patch-thread.txt"
 
 needs_patch = pytest.mark.skipif(shutil.which("patch") is None, reason="GNU patch not installed")

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import patches
 from harness.errors import InputError, StageError
+from harness.kernel import patches
 
 ORIGINAL = "".join(f"line {i}\n" for i in range(1, 21))
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from harness import pytest_plugin
+from harness import plugin as pytest_plugin
 from harness.errors import StageError
-from harness.target import KernelSpec
-from harness.vm import BootInfo
+from harness.machine.vm import BootInfo
+from harness.run.target import KernelSpec
 
 SPEC = KernelSpec("default", "rcfs-fixes")
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import proc, report
+from harness import proc
+from harness import results as report
 from harness.errors import InputError
-from harness.report import BootRecord, BuildRecord, Checkout, PatchFile, ResultsDir, Summary, TestRecord
+from harness.results import BootRecord, BuildRecord, Checkout, PatchFile, ResultsDir, Summary, TestRecord
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "report"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -244,7 +245,7 @@ def test_write_is_atomic(tmp_path: Path, junit_file: Path, monkeypatch: pytest.M
 def test_duplicate_test_keeps_worst_status(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     rd = ResultsDir(tmp_path / "r")
     rd.add_test(TestRecord(id="b:t", build_id="b", path="t", status="FAIL", message="first"))
-    with caplog.at_level(logging.WARNING, logger="harness.report"):
+    with caplog.at_level(logging.WARNING, logger="harness.results"):
         rd.add_test(TestRecord(id="b:t", build_id="b", path="t", status="PASS"))
     assert [(t.status, t.message) for t in rd.summary.tests] == [("FAIL", "first")]
     assert "ran twice" in caplog.text
@@ -293,7 +294,7 @@ def test_merge_two_shards(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> N
 
     a = shard("a", "PASS", "console of shard a\n")
     b = shard("b", "FAIL", "console of shard b\n")
-    with caplog.at_level(logging.WARNING, logger="harness.report"):
+    with caplog.at_level(logging.WARNING, logger="harness.results"):
         merged = report.merge([a, b], tmp_path / "out")
     assert "test_shared.py::t ran twice on harness:rcfs/default (PASS, FAIL): keeping FAIL" in caplog.text
     assert len(merged.builds) == 1 and len(merged.boots) == 2

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import cache, snapshot, vm
+from harness import cache
 from harness.errors import InputError
+from harness.machine import snapshot, vm
 
 
 @pytest.fixture

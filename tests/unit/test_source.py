@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import cache, source
+from harness import cache
 from harness.errors import InputError, StageError
+from harness.kernel import source
 
 MAKEFILE = "VERSION = 2\nPATCHLEVEL = 6\nSUBLEVEL = 20\nEXTRAVERSION =\nNAME = Homicidal Dwarf Hamster\n"
 

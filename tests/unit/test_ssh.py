@@ -1,4 +1,4 @@
-"""harness.ssh against an in-process paramiko server on 127.0.0.1 (no VM needed)."""
+"""harness.machine.ssh against an in-process paramiko server on 127.0.0.1 (no VM needed)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import pytest
 from paramiko.common import cMSG_CHANNEL_REQUEST
 from paramiko.message import Message
 
-from harness import ssh
 from harness.errors import InfraError
+from harness.machine import ssh
 
 USERS = ("root", "alice")
 

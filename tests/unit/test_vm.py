@@ -1,4 +1,4 @@
-"""harness.vm: QEMU command line, console analysis on recorded logs, VM lifecycle.
+"""harness.machine.vm: QEMU command line, console analysis on recorded logs, VM lifecycle.
 
 The lifecycle tests without a kernel run a fake ``qemu`` (a shell script that
 replays a recorded console); the ones marked ``target`` boot a real 2.6.20
@@ -23,8 +23,9 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from harness import cache, image, proc, ssh, vm
-from harness.errors import InfraError, InputError, StageError
+from harness import cache, image, proc, resources
+from harness.errors import InfraError, InputError, StageError, ToolMissing
+from harness.machine import ssh, vm
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "console"
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -463,14 +464,14 @@ def test_missing_files_are_input_errors(tmp_path: Path, fake_qemu: Path) -> None
     cfg = _fake_cfg(tmp_path, fake_qemu, "x")
     with pytest.raises(InputError, match="initramfs"):
         vm.VM(dataclasses.replace(cfg, initramfs=tmp_path / "nope")).start()
-    with pytest.raises(StageError, match="command not found"):
+    with pytest.raises(ToolMissing, match="command not found"):
         vm.VM(dataclasses.replace(cfg, qemu="no-such-qemu-binary")).start()
 
 
 _CHILD = textwrap.dedent("""\
     import sys, time
     from pathlib import Path
-    from harness import vm
+    from harness.machine import vm
     cfg = vm.VMConfig(kernel=Path(sys.argv[1]), initramfs=None, qemu=sys.argv[2],
                       console_log=Path(sys.argv[3]))
     v = vm.VM(cfg).start()
@@ -543,7 +544,7 @@ def real() -> tuple[Path, Path | None, image.Image]:
     if not proc.which("qemu-system-i386"):
         pytest.skip("qemu-system-i386 is not installed (apt-get install qemu-system-x86)")
     kernel, smap = _find_kernel()
-    img = image.Image.load(image.image_dir(image.load_recipe(REPO / "images" / "default")))
+    img = image.Image.load(image.image_dir(image.load_recipe(resources.shipped("images") / "default")))
     if img is None:
         pytest.skip("the default guest image is not built: run `harness image` once")
     return kernel, smap, img

@@ -8,7 +8,7 @@ test against the default kernel (rcfs-testss/default).
 
 from __future__ import annotations
 
-from harness.guest import GuestSession, Rcfs
+from harness.plugin.guest import GuestSession, Rcfs
 
 
 def test_rmdir_with_task_attached_is_ebusy(rcfs: Rcfs, guest: GuestSession) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.guest import GuestSession
+from harness.plugin.guest import GuestSession
 
 
 def test_1_command_hangs(guest: GuestSession) -> None:

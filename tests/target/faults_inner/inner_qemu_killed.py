@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import signal
 
-from harness.guest import GuestSession
-from harness.vm import VM
+from harness.machine.vm import VM
+from harness.plugin.guest import GuestSession
 
 
 def test_1_qemu_killed(guest: GuestSession, kernel_vm: VM) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 
-from harness.guest import GuestSession
-from harness.ssh import SSHError
+from harness.machine.ssh import SSHError
+from harness.plugin.guest import GuestSession
 
 
 def test_1_sshd_killed(guest: GuestSession) -> None:

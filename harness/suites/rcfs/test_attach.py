@@ -15,9 +15,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from harness.guest import USERS, GuestSession, ProbeResult, Rcfs
-from harness.patches import load_series
-from harness.pytest_plugin import pool, spec_for
+from harness.kernel.patches import load_series
+from harness.plugin import pool, spec_for
+from harness.plugin.guest import USERS, GuestSession, ProbeResult, Rcfs
 
 SUBSYSTEMS = ("test0", "test1", "test2")
 

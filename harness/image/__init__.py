@@ -42,10 +42,11 @@ from typing import Any
 
 import jinja2
 
-from harness import archive, cache, config, proc, progress
+from harness import archive, cache, proc, progress, resources
 from harness.archive import CpioMember
-from harness.build import MAKE_ENV
 from harness.errors import InputError, StageError
+from harness.kernel import config
+from harness.kernel.build import MAKE_ENV
 
 # Bump when the build or assembly logic changes what an image contains.
 IMAGE_FORMAT = "1"
@@ -147,7 +148,13 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 
 
 def images_dir() -> Path:
-    return Path(__file__).resolve().parent.parent / "images"
+    """The shipped recipes (``harness/data/images``)."""
+    return resources.shipped("images")
+
+
+def recipe_dirs() -> list[Path]:
+    """Where recipes are looked up by name: ``$HARNESS_IMAGES`` (yours, first), then the shipped."""
+    return resources.search_path("HARNESS_IMAGES", "images")
 
 
 # =====================================================================================
@@ -556,9 +563,10 @@ def resolve_recipe(spec: str | Path | None = None) -> Recipe:
     spec = spec or "default"
     if isinstance(spec, Path) or "/" in spec or spec.endswith(".toml"):
         return load_recipe(spec)
-    path = images_dir() / str(spec) / "recipe.toml"
-    if not path.is_file():
-        known = sorted(p.parent.name for p in images_dir().glob("*/recipe.toml"))
+    path = next((d / str(spec) / "recipe.toml" for d in recipe_dirs()
+                 if (d / str(spec) / "recipe.toml").is_file()), None)
+    if path is None:
+        known = sorted({p.parent.name for d in recipe_dirs() for p in d.glob("*/recipe.toml")})
         raise InputError(f"no image recipe {spec!r} (known: {', '.join(known) or 'none'})")
     return load_recipe(path)
 

@@ -10,7 +10,7 @@ combines their results directories.
 
 Cells run as separate pytest processes, two at a time by default (one per
 core).  Each writes JUnit XML and the plugin's build/boot records; this
-module turns them into one results directory (:mod:`harness.report`).
+module turns them into one results directory (:mod:`harness.results`).
 """
 
 from __future__ import annotations
@@ -21,18 +21,16 @@ import re
 import sys
 import threading
 import time
-import tomllib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import config, patches, proc, report
+from harness import proc, resources
+from harness import results as report
 from harness.errors import InputError
-
-REPO = Path(__file__).resolve().parent.parent
-SUITE = REPO / "tests" / "rcfs"
+from harness.kernel import config, patches
 
 
 @dataclass(frozen=True, order=True)
@@ -60,10 +58,14 @@ class CellOutcome:
 
 
 def load_matrix(directory: Path | None = None) -> list[Cell]:
-    path = (directory or config.configs_dir()) / "configs.toml"
-    data = tomllib.loads(path.read_text())
-    matrix = data.get("matrix", {})
-    configs, series = matrix.get("configs", []), matrix.get("series", [])
+    """The ``[matrix]`` of the highest-priority ``configs.toml`` that has one."""
+    tables = [(path, data) for path, data in config.load_tables(directory) if "matrix" in data]
+    if not tables:
+        raise InputError("no configs.toml on the config search path has a [matrix]")
+    path, data = tables[-1]
+    matrix = data["matrix"]
+    configs = matrix.get("configs", []) if isinstance(matrix, dict) else []
+    series = matrix.get("series", []) if isinstance(matrix, dict) else []
     if not configs or not series:
         raise InputError(f"{path}: [matrix] needs non-empty 'configs' and 'series' lists")
     return sorted(Cell(c, s) for c in configs for s in series)
@@ -93,7 +95,9 @@ def validate(cells: Sequence[Cell]) -> None:
 
 
 def pytest_argv(cell: Cell, out: Path, suite: Path, extra: Sequence[str]) -> list[str]:
-    return [sys.executable, "-m", "pytest", str(suite), "-p", "no:cacheprovider",
+    ini = suite / "pytest.ini"
+    settings = ["-c", str(ini), "--rootdir", str(suite)] if ini.is_file() else []
+    return [sys.executable, "-m", "pytest", str(suite), *settings, "-p", "no:cacheprovider",
             "--kernel-config", cell.config, "--kernel-series", cell.series, "--kernel-cell",
             f"--junitxml={out / 'junit.xml'}", "-o", "junit_logging=all",
             "-o", "junit_family=xunit2", f"--harness-records={out / 'records.json'}",
@@ -147,10 +151,11 @@ def collect(results: report.ResultsDir, outcome: CellOutcome) -> None:
             log_path=str(outcome.log)))
 
 
-def run(cells: Sequence[Cell], *, results_parent: Path, suite: Path = SUITE,
+def run(cells: Sequence[Cell], *, results_parent: Path, suite: Path | None = None,
         extra: Sequence[str] = (), jobs: int | None = None) -> tuple[Path, int]:
     """Run ``cells`` (in parallel, ``jobs`` at a time); returns (results dir, exit code)."""
     validate(cells)
+    suite = suite or resources.suite("rcfs")
     results = report.ResultsDir.create(results_parent)
     cells_dir = results.path / "cells"
     jobs = jobs or min(len(cells), max(1, os.cpu_count() or 1)) or 1

@@ -11,8 +11,8 @@ import functools
 
 import pytest
 
-from harness.patches import load_series
-from harness.pytest_plugin import spec_for
+from harness.kernel.patches import load_series
+from harness.plugin import spec_for
 
 
 @functools.cache

@@ -10,7 +10,7 @@ suite replaces the VM after every test that damages the kernel.
 
 The boot that makes a snapshot is a real boot, watched like any other: a
 kernel that panics or never reaches sshd fails there with the usual
-:class:`~harness.vm.BootError` and console tail.  A snapshot is published
+:class:`~harness.machine.vm.BootError` and console tail.  A snapshot is published
 only after one resume from it has logged in; a damaged file (its sha256 is
 checked on use) is removed and made again.
 
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import cache, proc
-from harness.vm import VM, VMConfig
+from harness.machine.vm import VM, VMConfig
 
 log = logging.getLogger(__name__)
 

@@ -13,21 +13,32 @@ staging tree that is thrown away on failure.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import cache, proc
+from harness import cache, proc, resources
 from harness.errors import InputError, StageError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def patches_dir() -> Path:
-    """``$HARNESS_PATCHES`` if set (your own series), else the project's ``patches/``."""
-    env = os.environ.get("HARNESS_PATCHES")
-    return Path(env).absolute() if env else Path(__file__).resolve().parent.parent / "patches"
+    """The shipped series (``harness/data/patches``)."""
+    return resources.shipped("patches")
+
+
+def search_path(root: Path | None = None) -> list[Path]:
+    """Where series are looked up by name: ``root`` alone if given, else
+    ``$HARNESS_PATCHES`` (your own series, first) then the shipped ones."""
+    return [root] if root is not None else resources.search_path("HARNESS_PATCHES", "patches")
+
+
+def series_dir(name: str, root: Path | None = None) -> Path | None:
+    """The directory of series ``name``: the first on the search path that has it."""
+    if not NAME_RE.match(name):
+        return None
+    return next((d / name for d in search_path(root) if (d / name / "series").is_file()), None)
 
 
 @dataclass(frozen=True)
@@ -66,8 +77,9 @@ class Series:
 
 
 def available(root: Path | None = None) -> list[str]:
-    root = root or patches_dir()
-    return sorted(p.name for p in root.iterdir() if (p / "series").is_file())
+    names = {p.name for d in search_path(root) if d.is_dir() for p in d.iterdir()
+             if (p / "series").is_file()}
+    return sorted(names)
 
 
 def _parse_series_file(name: str, directory: Path) -> list[Patch]:
@@ -97,19 +109,18 @@ def _parse_series_file(name: str, directory: Path) -> list[Patch]:
 
 def load_series(name: str, root: Path | None = None) -> Series:
     """Resolve series ``name`` and its bases; raise InputError on any damage."""
-    root = root or patches_dir()
     chain: list[str] = []
     patches: list[Patch] = []
     current: str | None = name
     while current is not None:
-        if not NAME_RE.match(current) or not (root / current / "series").is_file():
+        directory = series_dir(current, root)
+        if directory is None:
             known = ", ".join(available(root)) or "none"
             what = "series" if current == name else f"base series of {chain[-1]!r}"
             raise InputError(f"unknown {what} {current!r}; expected one of: {known}")
         if current in chain:
             raise InputError(f"series {name!r}: base chain loops ({' -> '.join(chain + [current])})")
         chain.append(current)
-        directory = root / current
         patches[:0] = _parse_series_file(current, directory)
         base_file = directory / "base"
         current = base_file.read_text().strip() or None if base_file.is_file() else None

@@ -1,6 +1,6 @@
 """``harness bisect``: the real runner for the bisect engine, and its two modes.
 
-:mod:`harness.bisect` is pure logic; this module supplies what it calls for
+:mod:`harness.run.bisect` is pure logic; this module supplies what it calls for
 each candidate: build the kernel (cached, incremental) and run ONE pytest node
 in the booted guest, then turn the JUnit result into a :class:`Verdict`.
 
@@ -25,7 +25,7 @@ in the booted guest, then turn the JUnit result into a :class:`Verdict`.
   ``rcfs-testss`` is rendered without ``rcfs-testss``).  Every candidate
   builds in the same build entry, so steps after the first are incremental.
 * :func:`bisect_git`: which commit of ``good..bad`` (first-parent) broke it.
-  Each step exports the commit with :func:`harness.bisect.git_source` (the
+  Each step exports the commit with :func:`harness.run.bisect.git_source` (the
   user's repository is only read) and applies an optional series on top
   (typically ``compat``, so an old tree builds with today's toolchain).
 
@@ -53,8 +53,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import build, cache, config, patches, proc, source
-from harness.bisect import (
+from harness import cache, proc
+from harness.errors import InfraError, InputError, StageError
+from harness.kernel import build, config, patches, source
+from harness.kernel.config import ConfigRequest
+from harness.kernel.patches import Series
+from harness.results import TestRecord, parse_junit
+from harness.run.bisect import (
     BisectOutcome,
     Candidate,
     Progress,
@@ -68,10 +73,6 @@ from harness.bisect import (
     series_candidates,
     series_prefix,
 )
-from harness.config import ConfigRequest
-from harness.errors import InfraError, InputError, StageError
-from harness.patches import Series
-from harness.report import TestRecord, parse_junit
 
 DEFAULT_TIMEOUT = 900.0  # seconds for one pytest run (boot + test)
 COLLECT_TIMEOUT = 120.0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.guest import GuestSession, Rcfs
+from harness.plugin.guest import GuestSession, Rcfs
 
 SUBSYSTEMS = ("test0", "test1", "test2")
 FILES = sorted(["tasks"] + [f"{ss}.{f}" for ss in SUBSYSTEMS for f in ("id", "deny_attach", "attach_count")])

@@ -7,13 +7,13 @@ the harness installed has it.  It adds:
   ``--keep-vm``, ``--boot-timeout``, ``--kernel-fresh-boot``;
 * the marker ``@pytest.mark.kernel(config=..., series=..., set={...})`` for a
   test that needs a particular kernel (the options give the defaults);
-* fixtures ``guest`` (:class:`~harness.guest.GuestSession`) and ``rcfs``
-  (:class:`~harness.guest.Rcfs`, mounts cleaned up depth-first).
+* fixtures ``guest`` (:class:`~harness.plugin.guest.GuestSession`) and ``rcfs``
+  (:class:`~harness.plugin.guest.Rcfs`, mounts cleaned up depth-first).
 
 Each distinct kernel is built and booted once per session: tests are
 reordered so that tests of one kernel run together.  A VM is resumed from
 the kernel's saved boot (made by one real boot, then cached; see
-:mod:`harness.snapshot`) unless ``--kernel-fresh-boot``.  After every test the
+:mod:`harness.machine.snapshot`) unless ``--kernel-fresh-boot``.  After every test the
 console since the test began is scanned for panics, Oops, BUG, WARNING and
 lock-dependency reports; any of them fails the test with the excerpt.  A VM
 that died, crashed or could not be cleaned up is replaced before the next
@@ -34,11 +34,11 @@ from typing import Any
 
 import pytest
 
-from harness import target
 from harness.errors import HarnessError, InfraError, InputError
-from harness.guest import GuestSession, Rcfs
-from harness.target import BootOptions, KernelSpec, Prepared
-from harness.vm import VM, BootInfo, ConsoleEvent
+from harness.machine.vm import VM, BootInfo, ConsoleEvent
+from harness.plugin.guest import GuestSession, Rcfs
+from harness.run import target
+from harness.run.target import BootOptions, KernelSpec, Prepared
 
 CHECKED_KINDS = frozenset({"panic", "oops", "bug", "warning", "lockdep"})
 REPLACE_KINDS = frozenset({"panic", "oops", "bug"})  # the kernel is no longer trustworthy

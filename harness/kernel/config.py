@@ -4,7 +4,7 @@
 parameters.  A template renders to a config fragment (``CONFIG_X=y`` and
 ``# CONFIG_X is not set`` lines).  ``--set SYMBOL=VALUE`` overrides are
 applied on top.  Everything here is pure Python; the ``make`` steps that turn
-a fragment into a final ``.config`` live in :mod:`harness.build`, which calls
+a fragment into a final ``.config`` live in :mod:`harness.kernel.build`, which calls
 :func:`merge` and :func:`check_survivors` around them.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 
 import jinja2
 
-from harness import cache
+from harness import cache, resources
 from harness.errors import InputError
 
 SYMBOL_RE = re.compile(r"^CONFIG_[A-Za-z0-9_]+$")
@@ -28,7 +28,28 @@ _UNSET_LINE = re.compile(r"^# (CONFIG_[A-Za-z0-9_]+) is not set$")
 
 
 def configs_dir() -> Path:
-    return Path(__file__).resolve().parent.parent / "kernel-configs"
+    """The shipped configs (``harness/data/kernel-configs``)."""
+    return resources.shipped("kernel-configs")
+
+
+def config_dirs(directory: Path | None = None) -> list[Path]:
+    """Where configs are looked up: ``directory`` alone if given, else
+    ``$HARNESS_CONFIGS`` (yours, first) then the shipped ones."""
+    return [directory] if directory is not None else resources.search_path("HARNESS_CONFIGS",
+                                                                           "kernel-configs")
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise InputError(f"{path}: cannot read config definitions: {exc}") from None
+
+
+def load_tables(directory: Path | None = None) -> list[tuple[Path, dict[str, Any]]]:
+    """Every ``configs.toml`` on the search path, lowest priority (shipped) first."""
+    found = [d / "configs.toml" for d in reversed(config_dirs(directory))]
+    return [(path, _read_toml(path)) for path in found if path.is_file() or path.parent == directory]
 
 
 @dataclass(frozen=True)
@@ -76,22 +97,21 @@ def format_line(symbol: str, value: str) -> str:
 
 
 def load_defs(directory: Path | None = None) -> dict[str, ConfigDef]:
-    directory = directory or configs_dir()
-    path = directory / "configs.toml"
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise InputError(f"{path}: cannot read config definitions: {exc}") from None
+    """The named configs; a user's config replaces a shipped one of the same name."""
     defs: dict[str, ConfigDef] = {}
-    for name, entry in data.get("configs", {}).items():
-        if not isinstance(entry, dict) or "template" not in entry:
-            raise InputError(f"{path}: config {name!r} needs a 'template'")
-        defs[name] = ConfigDef(
-            name=name,
-            template=str(entry["template"]),
-            description=str(entry.get("description", "")),
-            params=dict(entry.get("params", {})),
-        )
+    for path, data in load_tables(directory):
+        configs = data.get("configs", {})
+        if not isinstance(configs, dict):
+            raise InputError(f"{path}: [configs] must be a table of configs")
+        for name, entry in configs.items():
+            if not isinstance(entry, dict) or "template" not in entry:
+                raise InputError(f"{path}: config {name!r} needs a 'template'")
+            defs[name] = ConfigDef(
+                name=name,
+                template=str(entry["template"]),
+                description=str(entry.get("description", "")),
+                params=dict(entry.get("params", {})),
+            )
     return defs
 
 
@@ -130,14 +150,13 @@ def render(
     directory: Path | None = None,
 ) -> ConfigRequest:
     """Render named config ``name`` for a series and apply ``--set`` overrides."""
-    directory = directory or configs_dir()
     defs = load_defs(directory)
     if name not in defs:
         known = ", ".join(sorted(defs)) or "none"
         raise InputError(f"unknown config {name!r}; expected one of: {known}")
     definition = defs[name]
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(directory),
+        loader=jinja2.FileSystemLoader([str(d) for d in config_dirs(directory)]),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
     )

@@ -1,6 +1,6 @@
 """What a target test sees: a booted guest (``guest`` fixture) and rcfs helpers (``rcfs``).
 
-:class:`GuestSession` wraps a running :class:`~harness.vm.VM` with the
+:class:`GuestSession` wraps a running :class:`~harness.machine.vm.VM` with the
 operations tests need: commands as any user, ``rcfs-probe`` with parsed
 per-step results, background processes, the task list from /proc.
 
@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import InputError
-from harness.ssh import CommandResult
-from harness.vm import VM
+from harness.machine.ssh import CommandResult
+from harness.machine.vm import VM
 
 PROBE = "rcfs-probe"
 USERS = {"root": 0, "alice": 1000, "bob": 1001}

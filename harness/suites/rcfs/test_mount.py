@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.guest import GuestSession, ProbeResult, Rcfs
+from harness.plugin.guest import GuestSession, ProbeResult, Rcfs
 
 ALL = ("test0", "test1", "test2")
 UMOUNT_TIMEOUT = 1.0  # an umount takes milliseconds; this only detects the bug-3 hang

@@ -48,7 +48,7 @@ from typing import Any
 
 from harness import cache, image, proc
 from harness.errors import InputError, StageError
-from harness.ssh import CommandResult, Guest, SSHGuestDown, SSHTimeout
+from harness.machine.ssh import CommandResult, Guest, SSHGuestDown, SSHTimeout
 
 log = logging.getLogger(__name__)
 
@@ -681,7 +681,7 @@ class VM:
         (same kernel, initramfs, memory and devices), in a fraction of a boot.
         ``dest`` appears only when complete.
         """
-        from harness.qmp import QMP, QMPError
+        from harness.machine.qmp import QMP, QMPError
 
         if self.cfg.qmp_socket is None:
             raise StageError(f"{self.name}: save_state needs a QMP socket (VMConfig.qmp_socket)")

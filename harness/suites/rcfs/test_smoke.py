@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from harness.guest import GuestSession, Rcfs
+from harness.plugin.guest import GuestSession, Rcfs
 
 
 def test_rcfs_is_registered(guest: GuestSession) -> None:

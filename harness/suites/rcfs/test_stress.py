@@ -15,9 +15,9 @@ import time
 
 import pytest
 
-from harness.guest import Rcfs
-from harness.pytest_plugin import CHECKED_KINDS, pool
-from harness.vm import VM
+from harness.machine.vm import VM
+from harness.plugin import CHECKED_KINDS, pool
+from harness.plugin.guest import Rcfs
 
 DURATION = 30  # seconds the loops run (each loop also stops then; nothing is asserted about time)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.guest import GuestSession, Rcfs
+from harness.plugin.guest import GuestSession, Rcfs
 
 FEW_SUBSYS = pytest.mark.kernel(config="few-subsys")
 SMALL_HIER = pytest.mark.kernel(config="small-hier")

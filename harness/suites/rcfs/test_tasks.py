@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from harness.guest import GuestSession, ProbeResult, Rcfs
+from harness.plugin.guest import GuestSession, ProbeResult, Rcfs
 
 PID_LINE = re.compile(r"[1-9][0-9]*")
 SUBSYSTEMS = ("test0", "test1", "test2")

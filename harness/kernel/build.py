@@ -26,11 +26,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import cache, config, proc, progress
-from harness.config import ConfigRequest
+from harness import cache, proc, progress
 from harness.errors import InputError, StageError
-from harness.patches import Series, apply_series
-from harness.source import Source
+from harness.kernel import config
+from harness.kernel.config import ConfigRequest
+from harness.kernel.patches import Series, apply_series
+from harness.kernel.source import Source
 
 ARCH = "i386"
 CC = "gcc -m32"

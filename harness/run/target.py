@@ -2,7 +2,7 @@
 
 This is where the stages meet: :func:`prepare` runs source → patches →
 config → build and the image stage; :func:`booted` boots the result in a
-:class:`~harness.vm.VM` and guarantees QEMU is gone afterwards.  The CLI
+:class:`~harness.machine.vm.VM` and guarantees QEMU is gone afterwards.  The CLI
 (``boot``, ``run``) and the pytest plugin both go through here.
 """
 
@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import build, cache, config, image, patches, snapshot, source
-from harness.build import BuildResult
+from harness import cache, image
 from harness.errors import InputError
 from harness.image import Image
-from harness.vm import VM, VMConfig
+from harness.kernel import build, config, patches, source
+from harness.kernel.build import BuildResult
+from harness.machine import snapshot
+from harness.machine.vm import VM, VMConfig
 
 
 @dataclass(frozen=True)

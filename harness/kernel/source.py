@@ -12,7 +12,7 @@ Resolution order (first that applies wins):
    checked against the pinned sha256.
 
 Each pristine tree lives in ``sources/<id>/tree`` and is never written to
-again: builds get hard-linked copies (see :mod:`harness.build`).
+again: builds get hard-linked copies (see :mod:`harness.kernel.build`).
 """
 
 from __future__ import annotations

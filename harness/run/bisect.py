@@ -83,8 +83,8 @@ from typing import Any
 
 from harness import archive, cache, proc
 from harness.errors import InfraError, InputError, StageError
-from harness.patches import Series
-from harness.source import Source, tree_version
+from harness.kernel.patches import Series
+from harness.kernel.source import Source, tree_version
 
 DETAIL_LIMIT = 4000  # characters of a step's detail kept in the log
 

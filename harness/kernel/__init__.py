@@ -1,0 +1,1 @@
+"""Kernel stages: source, patches, config, build, and importing a posted patch."""

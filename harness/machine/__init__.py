@@ -1,0 +1,1 @@
+"""The guest machine: QEMU, its console, saved boots, QMP and SSH."""

@@ -1,0 +1,1 @@
+"""Running suites: targets (build + image + VM), the cell matrix, bisecting."""
