@@ -17,14 +17,24 @@ directory next to their final place and renamed into it when complete
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
+import json
+import logging
 import os
 import shutil
 import stat
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO, Any, Literal
+
+from harness.errors import DiskFull
+
+log = logging.getLogger(__name__)
 
 
 def root() -> Path:
@@ -62,15 +72,105 @@ def file_sha256(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def lock(name: str) -> Iterator[None]:
-    """An exclusive inter-process lock named ``name`` (blocks until free)."""
+def lock(name: str, what: str | None = None) -> Iterator[None]:
+    """An exclusive inter-process lock named ``name`` (blocks until free).
+
+    The holder writes its pid into the lock file; a process that has to wait
+    says on stderr what it waits for and which pid holds it.
+    """
     path = subdir("locks") / f"{name}.lock"
-    with path.open("a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+    with path.open("a+") as f:
         try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            print(f"harness: waiting for {what or name} (locked by pid {holder})",
+                  file=sys.stderr, flush=True)
+            started = time.monotonic()
+            fcntl.flock(f, fcntl.LOCK_EX)
+            log.info("lock %s acquired after %.1fs", name, time.monotonic() - started)
+        try:
+            f.seek(0)
+            f.truncate()
+            f.write(str(os.getpid()))
+            f.flush()
             yield
         finally:
+            with contextlib.suppress(OSError):
+                f.seek(0)
+                f.truncate()
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def is_enospc(exc: BaseException) -> bool:
+    """Is ``exc`` (or an error it wraps, as shutil.Error does) "no space left on device"?"""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if isinstance(exc, shutil.Error) and exc.args and isinstance(exc.args[0], list):
+        return any("No space left on device" in str(entry) for entry in exc.args[0])
+    return "No space left on device" in str(exc) and isinstance(exc, OSError | shutil.Error)
+
+
+@contextlib.contextmanager
+def disk_full_guard(path: Path, what: str) -> Iterator[None]:
+    """Turn ENOSPC (also inside a ``shutil.Error``) raised in the block into one :class:`DiskFull`."""
+    try:
+        yield
+    except (OSError, shutil.Error) as exc:
+        if is_enospc(exc):
+            raise DiskFull(path, what) from None
+        raise
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: Literal["w", "wb"] = "w") -> Iterator[IO[Any]]:
+    """A file that appears at ``path`` only complete: written beside it, synced, renamed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        f: IO[Any]
+        with disk_full_guard(path, "writing it"):
+            with (os.fdopen(fd, "w", encoding="utf-8") if mode == "w" else os.fdopen(fd, "wb")) as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_file`)."""
+    if isinstance(data, bytes):
+        with atomic_file(path, "wb") as f:
+            f.write(data)
+    else:
+        with atomic_file(path, "w") as f:
+            f.write(data)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    write_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def copy_atomic(src: Path, dest: Path) -> None:
+    with atomic_file(dest, "wb") as out, src.open("rb") as inp:
+        shutil.copyfileobj(inp, out)
+
+
+def quarantine(path: Path, reason: str) -> Path:
+    """Move a damaged cache file or entry aside (``NAME.bad-<time>``), saying so in one line.
+
+    It is kept for inspection, never used again; the caller makes it anew.
+    """
+    bad = path.with_name(f"{path.name}.bad-{time.strftime('%Y%m%d%H%M%S')}-{os.getpid()}")
+    os.replace(path, bad)
+    print(f"harness: {path}: {reason}; moved aside to {bad.name}", file=sys.stderr, flush=True)
+    return bad
 
 
 @contextlib.contextmanager
@@ -81,9 +181,11 @@ def staged_dir(final: Path) -> Iterator[Path]:
     ``final`` is left as it was.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    with disk_full_guard(final.parent, f"creating {final.name}"):
+        stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
-        yield stage
+        with disk_full_guard(final.parent, f"creating {final.name}"):
+            yield stage
         if final.exists():
             remove_tree(final)
         os.rename(stage, final)

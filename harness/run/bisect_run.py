@@ -59,6 +59,7 @@ from harness.kernel import build, config, patches, source
 from harness.kernel.config import ConfigRequest
 from harness.kernel.patches import Series
 from harness.results import TestRecord, parse_junit
+from harness.run import pytest_cmd
 from harness.run.bisect import (
     BisectOutcome,
     Candidate,
@@ -84,12 +85,10 @@ DETAIL_MAX = 12000
 # --- one test run ----------------------------------------------------------------
 
 
-def _pytest_argv(nodeid: str, series: str | None, config_name: str) -> list[str]:
-    argv = [sys.executable, "-m", "pytest", nodeid, "--kernel-config", config_name,
-            "-p", "no:cacheprovider"]
-    if series:
-        argv += ["--kernel-series", series]
-    return argv
+def _pytest_argv(nodeid: str, series: str | None, config_name: str,
+                 cwd: Path | None = None) -> list[str]:
+    resolved, suite = pytest_cmd.resolve_nodeid(nodeid, cwd)
+    return pytest_cmd.pytest_argv([resolved], config=config_name, series=series, suite=suite)
 
 
 def _check_nodeid(nodeid: str) -> None:
@@ -109,7 +108,7 @@ def check_test(nodeid: str, series: str | None = None, config_name: str = "defau
     Raises :class:`InputError` ("--test NODEID: no such test") otherwise.
     """
     _check_nodeid(nodeid)
-    argv = _pytest_argv(nodeid, series, config_name) + ["--collect-only", "-q"]
+    argv = _pytest_argv(nodeid, series, config_name, cwd) + ["--collect-only", "-q"]
     try:
         result = proc.run(argv, cwd=cwd, check=False, timeout=COLLECT_TIMEOUT,
                           what=f"pytest --collect-only {nodeid}")
@@ -213,7 +212,7 @@ def run_test(bzimage: Path, nodeid: str, series: str | None, config: str,
     _check_nodeid(nodeid)
     with tempfile.TemporaryDirectory(prefix="harness-bisect-") as tmp:
         junit = Path(tmp) / "junit.xml"
-        argv = _pytest_argv(nodeid, series, config) + [
+        argv = _pytest_argv(nodeid, series, config, cwd) + [
             "--kernel-bzimage", str(Path(bzimage).absolute()), f"--junitxml={junit}",
             "-o", "junit_logging=all", "-q"]
         try:

@@ -31,6 +31,7 @@ from harness import proc, resources
 from harness import results as report
 from harness.errors import InputError
 from harness.kernel import config, patches
+from harness.run import pytest_cmd
 
 
 @dataclass(frozen=True, order=True)
@@ -95,13 +96,11 @@ def validate(cells: Sequence[Cell]) -> None:
 
 
 def pytest_argv(cell: Cell, out: Path, suite: Path, extra: Sequence[str]) -> list[str]:
-    ini = suite / "pytest.ini"
-    settings = ["-c", str(ini), "--rootdir", str(suite)] if ini.is_file() else []
-    return [sys.executable, "-m", "pytest", str(suite), *settings, "-p", "no:cacheprovider",
-            "--kernel-config", cell.config, "--kernel-series", cell.series, "--kernel-cell",
-            f"--junitxml={out / 'junit.xml'}", "-o", "junit_logging=all",
-            "-o", "junit_family=xunit2", f"--harness-records={out / 'records.json'}",
-            "-q", "-rfEx", *extra]
+    return pytest_cmd.pytest_argv(
+        [str(suite)], config=cell.config, series=cell.series, suite=suite,
+        extra=["--kernel-cell", f"--junitxml={out / 'junit.xml'}", "-o", "junit_logging=all",
+               "-o", "junit_family=xunit2", f"--harness-records={out / 'records.json'}",
+               "-q", "-rfEx", *extra])
 
 
 def run_cell(cell: Cell, cells_dir: Path, suite: Path, extra: Sequence[str],
