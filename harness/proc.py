@@ -45,6 +45,19 @@ def format_argv(argv: Sequence[Arg]) -> str:
     return shlex.join(str(a) for a in argv)
 
 
+#: what C programs (cp, patch, ld, gcc, tar, git) print when a write hits a full disk
+NO_SPACE = "No space left on device"
+
+
+def enospc_line(output: str) -> str | None:
+    """The first line of a program's output that reports a full disk (ENOSPC), if any.
+
+    A child's errno reaches the harness only as text; callers turn this into a
+    :class:`~harness.errors.DiskFull` naming their own path.
+    """
+    return next((line.strip() for line in output.splitlines() if NO_SPACE in line), None)
+
+
 def _env(extra: Mapping[str, str | None] | None) -> dict[str, str] | None:
     """The environment with ``extra`` applied; a ``None`` value removes the variable."""
     if extra is None:
@@ -184,43 +197,21 @@ def _kill(proc: subprocess.Popen[str] | subprocess.Popen[bytes]) -> None:
         pass
 
 
-def start(
-    argv: Sequence[Arg],
-    *,
-    cwd: Path | None = None,
-    env: Mapping[str, str | None] | None = None,
-    stdout: IO[bytes] | int | None = subprocess.DEVNULL,
-    new_session: bool = True,
-) -> subprocess.Popen[bytes]:
-    """Start a long-running child (QEMU...).  The caller must :func:`stop` it."""
+def background(argv: Sequence[Arg], *, log_to: IO[bytes], new_session: bool = True,
+               env: Mapping[str, str | None] | None = None) -> subprocess.Popen[bytes]:
+    """Start ``argv`` with its combined output going to ``log_to``, and return at once.
+
+    For children the caller must be able to signal while they run (the cells
+    of ``harness test``); the caller waits for (reaps) it.  With
+    ``new_session`` a terminal's Ctrl-C reaches the caller only.
+    """
     args = tuple(str(a) for a in argv)
     log.info("start: %s", format_argv(args))
     try:
-        return subprocess.Popen(
-            args,
-            cwd=cwd,
-            env=_env(env),
-            stdin=subprocess.DEVNULL,
-            stdout=stdout,
-            stderr=subprocess.STDOUT,
-            start_new_session=new_session,
-        )
+        return subprocess.Popen(args, env=_env(env), stdin=subprocess.DEVNULL, stdout=log_to,
+                                stderr=subprocess.STDOUT, start_new_session=new_session)
     except FileNotFoundError as exc:
         raise ToolMissing(f"{args[0]}: command not found (run 'harness doctor')") from exc
-
-
-def stop(proc: subprocess.Popen[bytes], grace: float = 5.0) -> int:
-    """Terminate a child started with :func:`start` and reap it; returns its status."""
-    if proc.poll() is None:
-        try:
-            proc.terminate()
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        except ProcessLookupError:
-            pass
-    return proc.returncode if proc.returncode is not None else -1
 
 
 def spawn(

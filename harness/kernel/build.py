@@ -12,6 +12,11 @@ A build whose inputs (source, patch contents, config fragment, toolchain) are
 unchanged is a cache hit and runs no ``make``.  When a patch changes, the
 work tree is rebuilt beside the old one and only files whose contents differ
 are moved in, so ``make`` recompiles only what changed.
+
+``meta.json`` is checked whenever it is read (:mod:`harness.kernel.build_entry`):
+a damaged entry is moved aside and built anew.  A full disk anywhere (the
+hard-linked copy, a patch, make, the linker) is one :class:`DiskFull` line
+naming the entry and the cause; ``meta.json`` is never written then.
 """
 
 from __future__ import annotations
@@ -20,20 +25,19 @@ import filecmp
 import json
 import os
 import re
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness import cache, proc, progress
-from harness.errors import InputError, StageError
-from harness.kernel import config
+from harness.errors import DiskFull, InfraError, InputError, StageError
+from harness.kernel import build_entry, config
+from harness.kernel.build_entry import ARCH, artefact_paths
 from harness.kernel.config import ConfigRequest
 from harness.kernel.patches import Series, apply_series
 from harness.kernel.source import Source
 
-ARCH = "i386"
 CC = "gcc -m32"
 OLDCONFIG_ANSWERS = "\n" * 4000  # `yes ''`: take the default for every new question
 #: plain-C messages, and no flags from a make the harness may run under (`make -s test`
@@ -60,6 +64,15 @@ class BuildRequest:
     config: ConfigRequest
     jobs: int = field(default_factory=lambda: (os.cpu_count() or 1) + 1)
 
+    def __post_init__(self) -> None:
+        check_jobs(self.jobs)
+
+
+def check_jobs(jobs: int, option: str = "-j") -> None:
+    """Refuse a job count make would not take (checked before any work)."""
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise InputError(f"{option} {jobs}: expected a number of parallel make jobs, 1 or more")
+
 
 @dataclass(frozen=True)
 class BuildResult:
@@ -81,7 +94,7 @@ class BuildResult:
 def _first_line(argv: list[str]) -> str:
     try:
         result = proc.run(argv, check=False)
-    except StageError:
+    except (StageError, InfraError):  # ToolMissing
         return "missing"
     return (result.stdout or result.stderr).splitlines()[0].strip() if result.ok else "missing"
 
@@ -121,7 +134,15 @@ def _inputs(request: BuildRequest, toolchain: Toolchain) -> dict[str, Any]:
 
 def link_tree(pristine: Path, dest: Path) -> None:
     """Make ``dest`` a hard-linked copy of ``pristine`` with writable directories."""
-    proc.run(["cp", "-al", f"{pristine}/.", str(dest)], what="hard-link copy of the source")
+    result = proc.run(["cp", "-al", f"{pristine}/.", str(dest)], check=False)
+    if not result.ok:
+        output = result.stderr + result.stdout
+        full = proc.enospc_line(output)
+        if full is not None:
+            raise DiskFull(dest.parent, f"hard-linking the source ({full})")
+        tail = " | ".join(output.strip().splitlines()[-3:])
+        raise StageError(f"hard-link copy of {pristine} into {dest} failed (exit "
+                         f"{result.returncode}): {tail}", stage="build")
     for dirpath, _dirnames, _ in os.walk(dest):
         os.chmod(dirpath, 0o755)
 
@@ -202,9 +223,18 @@ def _make(argv: list[str], log: Path, title: str, answers: str | None = None) ->
                 step.update(line.strip())
 
         result = proc.stream(argv, log_to=logf, on_line=on_line, input=answers, env=MAKE_ENV)
-    if not result.ok:
-        errors = "\n  ".join(first_errors(log)) or "(no compiler error found in the log)"
-        raise StageError(f"{title} failed (exit {result.returncode}); log: {log}\n  {errors}")
+        if not result.ok:  # raised inside the step, so that it shows as FAILED
+            _make_failed(result.returncode, log, title)
+
+
+def _make_failed(returncode: int, log: Path, title: str) -> None:
+    """Raise the error of a failed make: DiskFull when the log says the disk was full (the
+    cause is often only there, e.g. ``ld: final link failed``), else the first errors."""
+    full = proc.enospc_line(log.read_text(errors="replace"))
+    if full is not None:
+        raise DiskFull(log.parent, f"running make ({title}): {full}; log {log}")
+    errors = "\n  ".join(first_errors(log)) or "(no compiler error found in the log)"
+    raise StageError(f"{title} failed (exit {returncode}); log: {log}\n  {errors}", stage="build")
 
 
 def configure(request: BuildRequest, src: Path, out: Path, toolchain: Toolchain, log: Path) -> None:
@@ -229,28 +259,28 @@ def configure(request: BuildRequest, src: Path, out: Path, toolchain: Toolchain,
 # --- the stage -------------------------------------------------------------------
 
 
-def _result(directory: Path, key: str, meta: dict[str, Any], cached: bool) -> BuildResult:
-    paths = meta["paths"]
+def _result(directory: Path, meta: build_entry.BuildMeta, cached: bool) -> BuildResult:
     return BuildResult(
-        key=key,
+        key=meta.key,
         directory=directory,
-        bzimage=Path(paths["bzImage"]),
-        dotconfig=Path(paths["config"]),
-        system_map=Path(paths["System.map"]),
-        log=Path(paths["log"]),
+        bzimage=meta.paths["bzImage"],
+        dotconfig=meta.paths["config"],
+        system_map=meta.paths["System.map"],
+        log=meta.paths["log"],
         cached=cached,
-        duration=float(meta["duration"]),
-        warnings=int(meta["warnings"]),
+        duration=meta.duration,
+        warnings=meta.warnings,
     )
 
 
 def load_meta(directory: Path) -> dict[str, Any] | None:
+    """meta.json as it is, unchecked (for tools and tests; builds use build_entry.read_meta)."""
     path = directory / "meta.json"
     try:
-        data: dict[str, Any] = json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return data
+    return data if isinstance(data, dict) else None
 
 
 def build(request: BuildRequest, *, force: bool = False) -> BuildResult:
@@ -258,16 +288,17 @@ def build(request: BuildRequest, *, force: bool = False) -> BuildResult:
     toolchain = detect_toolchain()
     key, directory = entry_dir(request, toolchain)
     inputs = _inputs(request, toolchain)
-    with cache.lock(f"build-{key}"):
-        meta = load_meta(directory)
+    with cache.lock(f"build-{key}", f"the build {directory.name}"):
+        meta = build_entry.load_checked(directory, key) if directory.exists() else None
         if (
             not force
             and meta is not None
-            and meta.get("inputs") == inputs
-            and Path(meta["paths"]["bzImage"]).is_file()
+            and meta.inputs == inputs
+            and meta.paths["bzImage"].is_file()
         ):
-            return _result(directory, key, meta, cached=True)
-        return _build_locked(request, toolchain, key, directory, inputs)
+            return _result(directory, meta, cached=True)
+        with cache.disk_full_guard(directory, f"building {request.series.name}/{request.config.label}"):
+            return _build_locked(request, toolchain, key, directory, inputs)
 
 
 def _build_locked(
@@ -309,26 +340,10 @@ def _build_locked(
     _make(make_argv(src, out, toolchain, "bzImage", jobs=request.jobs), log,
           f"build {request.series.name}/{request.config.label}")
     duration = time.monotonic() - started
-    bzimage = out / "arch" / ARCH / "boot" / "bzImage"
+    bzimage = artefact_paths(directory)["bzImage"]
     if not bzimage.is_file():
-        raise StageError(f"make succeeded but {bzimage} is missing; log: {log}")
-    meta = {
-        "key": key,
-        "inputs": inputs,
-        "duration": round(duration, 2),
-        "warnings": count_warnings(log),
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "jobs": request.jobs,
-        "paths": {
-            "bzImage": str(bzimage),
-            "config": str(out / ".config"),
-            "System.map": str(out / "System.map"),
-            "vmlinux": str(out / "vmlinux"),
-            "log": str(log),
-        },
-    }
-    tmp = directory / "meta.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=2))
-    os.replace(tmp, directory / "meta.json")
-    shutil.copyfile(log, directory / "build-last-success.log")
-    return _result(directory, key, meta, cached=False)
+        raise StageError(f"make succeeded but {bzimage} is missing; log: {log}", stage="build")
+    meta = build_entry.new_meta(directory, key, inputs, duration, count_warnings(log), request.jobs)
+    cache.copy_atomic(log, directory / "build-last-success.log")
+    build_entry.write_meta(directory, meta)
+    return _result(directory, meta, cached=False)

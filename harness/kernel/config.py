@@ -6,6 +6,12 @@ parameters.  A template renders to a config fragment (``CONFIG_X=y`` and
 applied on top.  Everything here is pure Python; the ``make`` steps that turn
 a fragment into a final ``.config`` live in :mod:`harness.kernel.build`, which calls
 :func:`merge` and :func:`check_survivors` around them.
+
+Values reach ``.config``, which kbuild includes into make and passes to shell
+commands (``CONFIG_LOCALVERSION`` ends up in ``$(shell ...)``), so no value may
+hold anything make or a shell would evaluate: a value is a word (``y``, ``m``,
+``n``, a number) or a double-quoted string of letters, digits, spaces and
+``. _ - + , : / =`` (:func:`check_value`), checked before any work is done.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from harness import cache, resources
 from harness.errors import InputError
 
 SYMBOL_RE = re.compile(r"^CONFIG_[A-Za-z0-9_]+$")
+_WORD_VALUE = re.compile(r"[A-Za-z0-9_+-]+")
+_STRING_VALUE = re.compile(r'"[A-Za-z0-9 ._+,:/=-]*"')
 _SET_LINE = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$")
 _UNSET_LINE = re.compile(r"^# (CONFIG_[A-Za-z0-9_]+) is not set$")
 
@@ -60,6 +68,7 @@ class ConfigDef:
     template: str
     description: str
     params: dict[str, Any] = field(default_factory=dict)
+    cpus: int = 1  # vCPUs of its VMs; templates get it as ``cpus`` (above 1: an SMP kernel)
 
 
 @dataclass(frozen=True)
@@ -106,13 +115,29 @@ def load_defs(directory: Path | None = None) -> dict[str, ConfigDef]:
         for name, entry in configs.items():
             if not isinstance(entry, dict) or "template" not in entry:
                 raise InputError(f"{path}: config {name!r} needs a 'template'")
+            cpus = entry.get("cpus", 1)
+            if type(cpus) is not int or not 1 <= cpus <= 8:
+                raise InputError(f"{path}: config {name!r}: cpus = {cpus!r}, expected an integer 1..8")
             defs[name] = ConfigDef(
                 name=name,
                 template=str(entry["template"]),
                 description=str(entry.get("description", "")),
                 params=dict(entry.get("params", {})),
+                cpus=cpus,
             )
     return defs
+
+
+def check_value(value: str, where: str) -> None:
+    """Refuse a value make or a shell could evaluate (see the module docstring)."""
+    if value.startswith('"') or value.endswith('"'):
+        if value.startswith('"') != value.endswith('"') or len(value) < 2:
+            raise InputError(f"{where}: unbalanced quotes in the value")
+        if not _STRING_VALUE.fullmatch(value):
+            raise InputError(f"{where}: the string may hold only letters, digits, spaces and "
+                             '. _ - + , : / = (nothing make or a shell would evaluate)')
+    elif not _WORD_VALUE.fullmatch(value):
+        raise InputError(f'{where}: expected y, m, n, a number or a "quoted string" as the value')
 
 
 def parse_set(text: str) -> tuple[str, str]:
@@ -124,8 +149,7 @@ def parse_set(text: str) -> tuple[str, str]:
         symbol = "CONFIG_" + symbol
     if not SYMBOL_RE.match(symbol) or not value:
         raise InputError(f"--set {text!r}: expected SYMBOL=VALUE, e.g. CONFIG_MAX_RC_SUBSYS=8")
-    if value.startswith('"') != value.endswith('"') or (value.startswith('"') and len(value) < 2):
-        raise InputError(f"--set {text!r}: unbalanced quotes in the value")
+    check_value(value, f"--set {text!r}")
     return symbol, value
 
 
@@ -136,6 +160,7 @@ def parse_fragment(text: str, origin: str) -> dict[str, str]:
         line = raw.strip()
         value = _line_value(line)
         if value is not None:
+            check_value(value[1], f"{origin}:{lineno}: {value[0]}")
             symbols[value[0]] = value[1]
         elif line and not line.startswith("#"):
             raise InputError(f"{origin}:{lineno}: {line!r} is not a kernel config line")
@@ -162,7 +187,7 @@ def render(
     )
     try:
         text = env.get_template(definition.template).render(
-            series_chain=series_chain, **definition.params
+            {**definition.params, "cpus": definition.cpus}, series_chain=series_chain
         )
     except jinja2.TemplateError as exc:
         raise InputError(f"config {name!r} ({definition.template}): {exc}") from None

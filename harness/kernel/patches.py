@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import cache, proc, resources
-from harness.errors import InputError, StageError
+from harness.errors import DiskFull, InputError, StageError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -129,10 +129,24 @@ def load_series(name: str, root: Path | None = None) -> Series:
 
 _FAILED_HUNK = re.compile(r"Hunk #(\d+) FAILED at (\d+)")
 _PATCHING = re.compile(r"^(?:patching|checking) file (.+)$")
+_DANGEROUS = "Ignoring potentially dangerous file name"
 
 
 def _explain_failure(patch: Patch, output: str) -> str:
-    """Turn GNU patch's output into 'patch P: hunk N of FILE failed at line L'."""
+    """Turn GNU patch's output into 'patch P: hunk N of FILE failed at line L'.
+
+    A file name patch refused as dangerous (absolute, or with ``..``) is named
+    first: it is why the target "cannot be found".
+    """
+    refused = [line.strip() for line in output.splitlines() if _DANGEROUS in line]
+    reason = _reason(patch, output)
+    if refused:
+        return f"patch {patch.series}/{patch.name}: {'; '.join(refused)}; {reason}"
+    separator = " " if reason.startswith("does not apply") else ": "
+    return f"patch {patch.series}/{patch.name}{separator}{reason}"
+
+
+def _reason(patch: Patch, output: str) -> str:
     target = "?"
     for line in output.splitlines():
         m = _PATCHING.match(line.strip())
@@ -141,30 +155,29 @@ def _explain_failure(patch: Patch, output: str) -> str:
             continue
         m = _FAILED_HUNK.search(line)
         if m:
-            return (
-                f"patch {patch.series}/{patch.name}: hunk #{m.group(1)} of {target} "
-                f"does not apply at line {m.group(2)}"
-            )
+            return f"hunk #{m.group(1)} of {target} does not apply at line {m.group(2)}"
         if "No file to patch" in line or "can't find file" in line:
-            return f"patch {patch.series}/{patch.name}: target file not found ({line.strip()})"
+            return f"target file not found ({line.strip()})"
         if "Reversed (or previously applied)" in line:
-            return f"patch {patch.series}/{patch.name}: {target} is already patched (reversed?)"
+            return f"{target} is already patched (reversed?)"
         if "malformed patch" in line or "Only garbage" in line:
-            return f"patch {patch.series}/{patch.name}: {line.strip()}"
+            return line.strip()
     tail = " | ".join(output.strip().splitlines()[-3:])
-    return f"patch {patch.series}/{patch.name} does not apply: {tail}"
+    return f"does not apply: {tail}"
 
 
 def apply_patch(patch: Patch, tree: Path) -> None:
     """Apply one patch (dry run first, so a failure changes nothing)."""
     base = ["patch", "-p1", "--forward", "--fuzz=0", "--batch", "--no-backup-if-mismatch",
             "--reject-file=-", "-i", str(patch.path)]
-    dry = proc.run([*base, "--dry-run"], cwd=tree, check=False)
-    if dry.returncode != 0:
-        raise StageError(_explain_failure(patch, dry.stdout + dry.stderr))
-    real = proc.run(base, cwd=tree, check=False)
-    if real.returncode != 0:
-        raise StageError(_explain_failure(patch, real.stdout + real.stderr))
+    for argv in ([*base, "--dry-run"], base):
+        result = proc.run(argv, cwd=tree, check=False)
+        if result.returncode != 0:
+            output = result.stdout + result.stderr
+            full = proc.enospc_line(output)
+            if full is not None:
+                raise DiskFull(tree, f"applying {patch.series}/{patch.name} ({full})")
+            raise StageError(_explain_failure(patch, output), stage="patch")
 
 
 def apply_series(series: Series, tree: Path) -> None:

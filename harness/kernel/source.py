@@ -12,7 +12,12 @@ Resolution order (first that applies wins):
    checked against the pinned sha256.
 
 Each pristine tree lives in ``sources/<id>/tree`` and is never written to
-again: builds get hard-linked copies (see :mod:`harness.kernel.build`).
+again: builds get hard-linked copies (see :mod:`harness.kernel.build`).  Its
+``source.json`` is checked whenever it is read (a JSON object naming the
+entry's own id, an origin and a version); a damaged entry is moved aside with
+one line and made anew (or, found only as "the most recent", no longer used).
+A full disk while unpacking is one :class:`DiskFull` line; the staging
+directory is removed, so nothing half-unpacked is ever used.
 """
 
 from __future__ import annotations
@@ -21,7 +26,6 @@ import json
 import os
 import re
 import shutil
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -30,7 +34,7 @@ from pathlib import Path
 from typing import Literal
 
 from harness import archive, cache, proc, progress
-from harness.errors import InputError, StageError
+from harness.errors import DiskFull, InputError, StageError
 
 VERSION = "2.6.20"
 TARBALL = "linux-2.6.20.tar.bz2"
@@ -52,6 +56,8 @@ def how_to_provide() -> str:
 
 Kind = Literal["dir", "tarball", "git"]
 TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+#: the names of source entries (anything else in sources/ is staging or moved aside)
+ENTRY_NAME = re.compile(r"^(?:tar|dir|git)-[0-9a-f]{16}$")
 
 
 @dataclass(frozen=True)
@@ -156,13 +162,37 @@ def _record(src_dir: Path) -> None:
         os.utime(meta)
 
 
+def _problem(src_dir: Path) -> str | None:
+    """Why the entry ``src_dir`` cannot be trusted, or None if it can."""
+    try:
+        data = json.loads((src_dir / "source.json").read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return "source.json is unreadable or not JSON"
+    if not isinstance(data, dict):
+        return f"source.json holds a JSON {type(data).__name__}, expected an object"
+    if data.get("id") != src_dir.name:
+        return f"source.json is for {data.get('id')!r}, not for this entry"
+    if not isinstance(data.get("origin"), str) or not isinstance(data.get("version"), str):
+        return "source.json lacks its origin or version"
+    if not (src_dir / "tree").is_dir() or (src_dir / "tree").is_symlink():
+        return "its tree is missing"
+    return None
+
+
 def _load_cached(src_dir: Path) -> Source | None:
-    meta = src_dir / "source.json"
-    tree = src_dir / "tree"
-    if not meta.is_file() or not tree.is_dir():
+    """The source in entry ``src_dir`` (call under its lock), None if there is none.
+
+    A damaged entry is moved aside, with one line on stderr, and None returned.
+    """
+    if not (src_dir / "source.json").exists() and not (src_dir / "tree").exists():
         return None
-    data = json.loads(meta.read_text())
-    return Source(id=data["id"], tree=tree, origin=data["origin"], version=data["version"])
+    problem = _problem(src_dir)
+    if problem is not None:
+        cache.quarantine(src_dir, f"damaged kernel source entry: {problem}")
+        return None
+    data = json.loads((src_dir / "source.json").read_text())
+    return Source(id=src_dir.name, tree=src_dir / "tree", origin=data["origin"],
+                  version=data["version"])
 
 
 def _materialise(source_id: str, origin: str, fill: Callable[[Path], None]) -> Source:
@@ -176,7 +206,8 @@ def _materialise(source_id: str, origin: str, fill: Callable[[Path], None]) -> S
         with cache.staged_dir(src_dir) as stage:
             tree = stage / "tree"
             tree.mkdir()
-            with progress.step(f"unpack kernel source ({origin})"):
+            with progress.step(f"unpack kernel source ({origin})"), \
+                    cache.disk_full_guard(src_dir.parent, f"unpacking the kernel source {origin}"):
                 fill(tree)
             version = tree_version(tree)
             if version != VERSION:
@@ -186,7 +217,7 @@ def _materialise(source_id: str, origin: str, fill: Callable[[Path], None]) -> S
                 )
             cache.make_read_only(tree)
             source = Source(id=source_id, tree=src_dir / "tree", origin=origin)
-            (stage / "source.json").write_text(json.dumps(asdict(source), default=str, indent=2))
+            cache.write_json_atomic(stage / "source.json", {**asdict(source), "tree": str(source.tree)})
     return source
 
 
@@ -230,8 +261,15 @@ def _from_git(spec: SourceSpec) -> Source:
 
     def fill(tree: Path) -> None:
         tar = tree.parent / "git-archive.tar"
-        proc.run(["git", "-C", spec.path, "archive", "--format=tar", "-o", tar, commit],
-                 what="git archive")
+        result = proc.run(["git", "-C", spec.path, "archive", "--format=tar", "-o", tar, commit],
+                          check=False)
+        if not result.ok:
+            tar.unlink(missing_ok=True)
+            full = proc.enospc_line(result.stderr)
+            if full is not None:
+                raise DiskFull(_sources_dir(), f"exporting {commit[:12]} from {spec.path} ({full})")
+            raise StageError(f"git archive {commit[:12]} in {spec.path} failed: "
+                             f"{' | '.join(result.stderr.strip().splitlines()[-3:])}", stage="source")
         try:
             archive.safe_extract_tar(tar, tree)
         finally:
@@ -241,26 +279,26 @@ def _from_git(spec: SourceSpec) -> Source:
 
 
 def _verified_tarball() -> Path | None:
-    """The cached tarball if its checksum is right; a bad one is moved aside."""
+    """The cached tarball if its checksum is right; a bad one is moved aside (and None returned,
+    so the next way of getting a source is tried: a cached tree, a fresh download)."""
     path = _downloads_dir() / TARBALL
     if not path.is_file():
         return None
     actual = cache.file_sha256(path)
     if actual == TARBALL_SHA256:
         return path
-    bad = path.with_name(f"{TARBALL}.bad-{int(time.time())}")
-    os.rename(path, bad)
-    raise StageError(
-        f"{path}: sha256 {actual[:16]}... does not match the pinned {TARBALL_SHA256[:16]}... "
-        f"(corrupted or truncated); moved aside to {bad.name}. Run the command again to "
-        f"download a fresh copy, or place a good {TARBALL} there."
-    )
+    cache.quarantine(path, f"sha256 {actual[:16]}... does not match the pinned "
+                           f"{TARBALL_SHA256[:16]}... (corrupted or truncated)")
+    return None
 
 
 def _most_recent_cached() -> Source | None:
     candidates: list[tuple[float, Source]] = []
     for src_dir in _sources_dir().iterdir():
-        cached = _load_cached(src_dir)
+        if not ENTRY_NAME.match(src_dir.name):
+            continue  # a staging directory, or an entry moved aside
+        with cache.lock(f"source-{src_dir.name}", f"the kernel source {src_dir.name}"):
+            cached = _load_cached(src_dir)
         if cached is not None and cached.version == VERSION:
             candidates.append(((src_dir / "source.json").stat().st_mtime, cached))
     if not candidates:
@@ -301,11 +339,10 @@ def download(
                     step.update(f"{done >> 20} MiB{pct}")
         actual = cache.file_sha256(part)
         if actual != sha256:
-            bad = part.with_name(f"{dest.name}.bad-{int(time.time())}")
-            os.rename(part, bad)
+            cache.quarantine(part, "not the pinned download")
             raise StageError(
                 f"{url}: downloaded file has sha256 {actual[:16]}..., expected "
-                f"{sha256[:16]}...; kept as {bad} for inspection"
+                f"{sha256[:16]}...; kept aside for inspection", stage="source"
             )
         os.rename(part, dest)
     return dest

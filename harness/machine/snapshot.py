@@ -27,14 +27,15 @@ import functools
 import json
 import logging
 import os
+import re
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness import cache, proc
-from harness.machine.vm import VM, VMConfig
+from harness.machine.qemu import VMConfig
+from harness.machine.vm import VM
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def key(cfg: VMConfig) -> str:
     return cache.digest(
         FORMAT, _file_hash(cfg.kernel), _file_hash(cfg.initramfs) if cfg.initramfs else "-",
         str(cfg.memory_mb), cfg.kernel_append(), cfg.nic, str(cfg.guest_ssh_port), str(cfg.kvm),
-        json.dumps(list(cfg.extra_args)), qemu_version(cfg.qemu), cfg.host_key or "-")
+        json.dumps(list(cfg.extra_args)), qemu_version(cfg.qemu), cfg.host_key or "-", str(cfg.cpus))
 
 
 def root() -> Path:
@@ -100,26 +101,50 @@ def find(cfg: VMConfig, *, locked: bool = False) -> Snapshot | None:
     k = key(cfg)
     directory = root() / k
     try:
-        meta = json.loads((directory / META).read_text())
+        raw = json.loads((directory / META).read_text())
+    except FileNotFoundError:
+        return None  # none, or one being made (staged under another name)
     except (OSError, ValueError):
-        return None
-    state = directory / STATE
-    try:
-        sound = (meta.get("format") == FORMAT and state.stat().st_size == meta["size"]
-                 and _file_hash(state) == meta["sha256"])
-    except (OSError, KeyError, TypeError):
-        sound = False
-    if not sound:
-        log.warning("snapshot %s is damaged (size or sha256 differ); making it again", directory)
+        raw = None
+    problem = _problem(raw, k, directory / STATE)
+    if problem is not None:
         with contextlib.nullcontext() if locked else cache.lock(f"snapshot-{k}"):
-            cache.remove_tree(directory)
+            if directory.exists():
+                cache.quarantine(directory, f"damaged saved boot ({problem}); making it again")
         return None
-    return Snapshot(k, directory, float(meta["boot_seconds"]), dict(meta["milestones"]))
+    assert isinstance(raw, dict)
+    return Snapshot(k, directory, float(raw["boot_seconds"]),
+                    {str(m): float(s) for m, s in raw["milestones"].items()})
+
+
+def _problem(meta: object, k: str, state: Path) -> str | None:
+    """What is wrong with a snapshot's meta.json and state file, or None when it is sound."""
+    if not isinstance(meta, dict):
+        return "meta.json is not a JSON object"
+    types: dict[str, type | tuple[type, ...]] = {
+        "format": str, "key": str, "size": int, "sha256": str, "boot_seconds": (int, float),
+        "milestones": dict}
+    for name, kind in types.items():
+        if not isinstance(meta.get(name), kind):
+            return f"meta.json has no valid {name!r}"
+    if meta["format"] != FORMAT:
+        return f"format {meta['format']!r}, expected {FORMAT!r}"
+    if meta["key"] != k:
+        return f"its key {meta['key']!r} is not the key of its inputs {k!r}"
+    if not all(isinstance(s, int | float) for s in meta["milestones"].values()):
+        return "meta.json has non-numeric milestones"
+    try:
+        size = state.stat().st_size
+    except OSError:
+        return "the state file is missing"
+    if size != meta["size"] or _file_hash(state) != meta["sha256"]:
+        return "the state file's size or sha256 differ from meta.json"
+    return None
 
 
 def resume_config(cfg: VMConfig, snap: Snapshot) -> VMConfig:
     """``cfg``, resuming from ``snap`` instead of booting."""
-    return dataclasses.replace(cfg, incoming=snap.state, qmp_socket=None)
+    return dataclasses.replace(cfg, incoming=snap.state)
 
 
 def ensure(cfg: VMConfig, name: str = "snapshot") -> Snapshot:
@@ -144,7 +169,7 @@ def ensure(cfg: VMConfig, name: str = "snapshot") -> Snapshot:
                     "initramfs": str(cfg.initramfs),
                     "memory_mb": cfg.memory_mb, "append": cfg.kernel_append(),
                     "qemu": qemu_version(cfg.qemu), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-            (stage / META).write_text(json.dumps(meta, indent=2) + "\n")
+            cache.write_json_atomic(stage / META, meta)
         log.info("snapshot %s made in %.1fs", k, time.monotonic() - start)
     prune()
     snap = find(cfg)
@@ -162,6 +187,8 @@ def prune() -> list[Path]:
     removed = []
     for meta_path in sorted(root().glob("*/" + META)):
         directory = meta_path.parent
+        if not re.fullmatch(r"[0-9a-f]{16}", directory.name):
+            continue  # a damaged one moved aside (kept for inspection) or a staging folder
         try:
             meta = json.loads(meta_path.read_text())
             kernel = Path(meta["kernel"])
@@ -182,28 +209,22 @@ def _save(cfg: VMConfig, state: Path, name: str) -> tuple[float, dict[str, float
     default), so a failed boot's log outlives the staging folder; a good one
     is copied in as ``boot.console.log``.
     """
-    # a unix socket path must be short: not in the cache, which may be deep
-    sockdir = Path(tempfile.mkdtemp(prefix="harness-qmp-"))
+    vm = VM(dataclasses.replace(cfg, incoming=None), name=f"{name}-snapshot")
     try:
-        vm = VM(dataclasses.replace(cfg, qmp_socket=sockdir / "qmp", incoming=None),
-                name=f"{name}-snapshot")
-        try:
-            vm.start()
-            info = vm.wait_ready(login=False)
-            vm.save_state(state)
-        finally:
-            vm.stop(graceful=False)
-        shutil.copyfile(vm.console_log, state.parent / BOOT_CONSOLE)
-        _remove(vm.console_log)
-        return info.boot_seconds, info.milestones
+        vm.start()
+        info = vm.wait_ready(login=False)
+        vm.save_state(state)
     finally:
-        shutil.rmtree(sockdir, ignore_errors=True)
+        vm.stop(graceful=False)
+    shutil.copyfile(vm.console_log, state.parent / BOOT_CONSOLE)
+    _remove(vm.console_log)
+    return info.boot_seconds, info.milestones
 
 
 def _check_resume(cfg: VMConfig, stage: Path, name: str) -> None:
     """Resume the saved state once and log in: a snapshot that cannot is never published."""
     console = stage / "resume-check.console.log"
-    vm = VM(dataclasses.replace(cfg, incoming=stage / STATE, qmp_socket=None, console_log=console),
+    vm = VM(dataclasses.replace(cfg, incoming=stage / STATE, console_log=console),
             name=f"{name}-resume-check")
     try:
         vm.boot()

@@ -1,7 +1,7 @@
-"""Commands and files on the guest over SSH (paramiko, public keys only).
+"""Commands and files on the guest over SSH: a :class:`Guest` holds one connection per user.
 
 The guest runs dropbear, which has no sftp-server: files travel through
-``cat > path`` and ``cat path`` on exec channels, which are 8-bit clean.
+``cat > path`` and ``cat path``, which are 8-bit clean.
 
 Two kinds of failure are kept apart:
 
@@ -15,17 +15,17 @@ Two kinds of failure are kept apart:
 
 A list command is quoted with :func:`shlex.join`, so values never reach the
 guest's shell unquoted.  Every user logs in as itself with its own key (no
-``su``); one connection per user is kept and re-opened when it was dropped.
+``su``).  Commands without input run in the user's long-lived shell
+(:mod:`harness.machine.shell`, one channel, no session set-up per command);
+commands with input, or whose output is streamed, get an exec channel.
 """
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 import select
 import shlex
-import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -33,53 +33,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import paramiko
-from paramiko.common import cMSG_CHANNEL_REQUEST
-from paramiko.message import Message
 
-from harness.errors import HarnessError, InfraError
+from harness.errors import HarnessError
+from harness.machine.shell import Shell, ShellGone, ShellTimeout, kill_children_script
+from harness.machine.ssh_transport import (
+    SIGNALS,
+    SSHAuthError,
+    SSHConnectError,
+    SSHDisconnected,
+    SSHError,
+    SSHGuestDown,
+    SSHHostKeyError,
+    SSHTimeout,
+    authenticate,
+    load_key,
+    send_signal,
+    tcp_connect,
+)
+
+__all__ = ["SIGNALS", "CommandFailed", "CommandResult", "Guest", "SSHAuthError", "SSHConnectError",
+           "SSHDisconnected", "SSHError", "SSHGuestDown", "SSHHostKeyError", "SSHTimeout",
+           "command_line", "load_key"]
 
 log = logging.getLogger(__name__)
 
-#: seconds a single connection attempt may take (TCP connect, banner, auth)
-CONNECT_TIMEOUT = 10.0
 _CHUNK = 32768
-
-SIGNALS = {
-    "HUP": 1, "INT": 2, "QUIT": 3, "ILL": 4, "TRAP": 5, "ABRT": 6, "BUS": 7, "FPE": 8,
-    "KILL": 9, "USR1": 10, "SEGV": 11, "USR2": 12, "PIPE": 13, "ALRM": 14, "TERM": 15,
-}
-
-
-# =====================================================================================
-# Errors
-
-
-class SSHError(InfraError):
-    """The SSH machinery failed (not the command)."""
-
-
-class SSHConnectError(SSHError):
-    """No SSH session could be set up: refused, reset, no banner, handshake failed."""
-
-
-class SSHHostKeyError(SSHConnectError):
-    """The server's host key is not the one expected (another VM on this port?)."""
-
-
-class SSHAuthError(SSHError):
-    """The server rejected the user's key."""
-
-
-class SSHDisconnected(SSHError):
-    """The connection dropped while in use (the guest crashed or rebooted?)."""
-
-
-class SSHGuestDown(SSHDisconnected):
-    """The VM behind the connection is not running any more."""
-
-
-class SSHTimeout(SSHError):
-    """A command, or waiting for the server, took longer than allowed."""
+Sink = Callable[[bytes], None]
 
 
 class CommandFailed(HarnessError):
@@ -93,10 +72,6 @@ class CommandFailed(HarnessError):
         super().__init__(f"{result.cmd!r} as {result.user} failed ({how}){detail}")
 
 
-# =====================================================================================
-# Results
-
-
 @dataclass(frozen=True)
 class CommandResult:
     cmd: str
@@ -106,7 +81,8 @@ class CommandResult:
     stderr: str
     duration: float
     stdout_bytes: bytes = field(default=b"", repr=False)
-    signal: str | None = None  # "SEGV"... when the server sent exit-signal
+    signal: str | None = None  # "SEGV"... when the server sent exit-signal (exec channels)
+    stderr_bytes: bytes = field(default=b"", repr=False)
 
     @property
     def ok(self) -> bool:
@@ -128,69 +104,6 @@ def command_line(cmd: str | Sequence[str]) -> str:
     return shlex.join(str(a) for a in args)
 
 
-# =====================================================================================
-# paramiko plumbing
-
-
-def _channel_request(chan: paramiko.Channel, m: Message) -> None:
-    """paramiko ignores "exit-signal"; record it like a shell would (128 + n)."""
-    start = m.packet.tell()
-    key = m.get_text()
-    if key == "exit-signal":
-        want_reply = m.get_boolean()
-        name = m.get_text()
-        setattr(chan, "harness_signal", name)  # noqa: B010 - paramiko's object
-        chan.exit_status = 128 + SIGNALS[name] if name in SIGNALS else -1
-        chan.status_event.set()
-        if want_reply:
-            reply = Message()
-            reply.add_byte(paramiko.common.cMSG_CHANNEL_SUCCESS)
-            reply.add_int(chan.remote_chanid)
-            chan.transport._send_user_message(reply)  # type: ignore[union-attr]
-        return
-    m.packet.seek(start)
-    paramiko.Channel._handle_request(chan, m)  # type: ignore[attr-defined]
-
-
-class _Transport(paramiko.Transport):
-    _channel_handler_table = {
-        **paramiko.Transport._channel_handler_table,  # type: ignore[attr-defined]
-        paramiko.common.MSG_CHANNEL_REQUEST: _channel_request,
-    }
-
-
-def _send_signal(chan: paramiko.Channel, name: str) -> None:
-    """Best effort RFC 4254 "signal" request (dropbear >= 2020.79 honours it)."""
-    try:
-        m = Message()
-        m.add_byte(cMSG_CHANNEL_REQUEST)
-        m.add_int(chan.remote_chanid)
-        m.add_string("signal")
-        m.add_boolean(False)
-        m.add_string(name)
-        chan.transport._send_user_message(m)  # type: ignore[union-attr]
-    except Exception:  # noqa: BLE001 - the channel is being abandoned anyway
-        pass
-
-
-def load_key(path: Path | str) -> paramiko.PKey:
-    try:
-        return paramiko.PKey.from_path(Path(path))
-    except (OSError, paramiko.SSHException, ValueError) as exc:
-        raise SSHAuthError(f"cannot load ssh key {path}: {exc}") from None
-
-
-def _host_key(line: str) -> paramiko.PKey:
-    parts = line.split()
-    if len(parts) < 2:
-        raise ValueError(f"not a public key line: {line!r}")
-    return paramiko.PKey.from_type_string(parts[0], base64.b64decode(parts[1]))
-
-
-# =====================================================================================
-# The guest
-
-
 @dataclass
 class Guest:
     """An SSH server (the VM's forwarded port) and one key per user."""
@@ -199,10 +112,10 @@ class Guest:
     port: int = 22
     keys: Mapping[str, Path] = field(default_factory=dict)
     host_key: str | None = None  # "ssh-ed25519 AAAA...": checked when given
-    connect_timeout: float = CONNECT_TIMEOUT
     alive: Callable[[], bool] | None = field(default=None, repr=False)  # is the VM running?
     name: str = "guest"
     _transports: dict[str, paramiko.Transport] = field(default_factory=dict, init=False, repr=False)
+    _shells: dict[str, Shell] = field(default_factory=dict, init=False, repr=False)
     _pkeys: dict[str, paramiko.PKey] = field(default_factory=dict, init=False, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)
     _reached: bool = field(default=False, init=False, repr=False)  # a login has worked
@@ -234,14 +147,12 @@ class Guest:
             time.sleep(0.05)
         raise SSHGuestDown(f"{self.name}: the VM is not running")
 
-    def _connect(self, user: str, timeout: float) -> paramiko.Transport:
-        """One connection attempt within ``timeout`` seconds."""
-        timeout = max(0.1, min(timeout, self.connect_timeout))
+    def _connect(self, user: str, deadline: float) -> paramiko.Transport:
+        """One connection attempt (TCP connect, handshake, login) by ``deadline``."""
         pkey = self._key(user)
         self._check_alive()
-        end = time.monotonic() + timeout
         try:
-            sock = socket.create_connection((self.host, self.port), timeout=timeout)
+            sock = tcp_connect(self.host, self.port, max(0.1, deadline - time.monotonic()))
         except OSError as exc:
             # QEMU listens on the forwarded port as long as it runs: once the guest
             # was reachable, a refused or reset connection means QEMU is going (wait
@@ -250,48 +161,13 @@ class Guest:
             why = ("connection refused" if isinstance(exc, ConnectionRefusedError)
                    else "TCP connect timed out" if isinstance(exc, TimeoutError) else str(exc))
             raise SSHConnectError(f"{self.where(user)}: {why}") from None
-        # Without TCP_NODELAY every command waits ~40 ms: paramiko writes a
-        # channel request as several small segments and Nagle holds the next
-        # one until the guest's delayed ACK (HZ/25) arrives.
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        transport = _Transport(sock)
-        left = max(0.1, end - time.monotonic())
-        transport.banner_timeout = left
-        transport.auth_timeout = left
-        transport.handshake_timeout = left
         try:
-            try:
-                transport.start_client(timeout=left)
-            except (paramiko.SSHException, EOFError, OSError) as exc:
+            transport = authenticate(sock, self.where(user), user, pkey, self.keys.get(user),
+                                     self.host_key, deadline)
+        except (SSHConnectError, SSHDisconnected) as exc:
+            if not isinstance(exc, SSHHostKeyError):
                 self._check_alive()
-                why = str(exc) or type(exc).__name__
-                raise SSHConnectError(f"{self.where(user)}: no SSH session: {why}") from None
-            try:
-                got = transport.get_remote_server_key()  # start_client's timeout does not raise
-            except paramiko.SSHException:
-                raise SSHConnectError(
-                    f"{self.where(user)}: no SSH handshake within {timeout:.1f}s"
-                ) from None
-            if self.host_key is not None:
-                expected = _host_key(self.host_key)
-                if got != expected:
-                    raise SSHHostKeyError(
-                        f"{self.where(user)}: unexpected host key {got.get_name()} "
-                        f"{got.fingerprint} (expected {expected.fingerprint}): another VM on this port?"
-                    )
-            try:
-                transport.auth_publickey(user, pkey)
-            except paramiko.AuthenticationException as exc:
-                raise SSHAuthError(f"{self.where(user)}: key {self.keys[user]} rejected: {exc}") from None
-            except (paramiko.SSHException, EOFError, OSError) as exc:
-                self._check_alive()
-                raise SSHDisconnected(f"{self.where(user)}: dropped during authentication: {exc}") from None
-            if not transport.is_authenticated():
-                raise SSHAuthError(f"{self.where(user)}: authentication did not complete")
-        except BaseException:
-            transport.close()
             raise
-        transport.set_keepalive(15)
         self._reached = True
         return transport
 
@@ -303,19 +179,19 @@ class Guest:
                 return t
             if t is not None:
                 log.info("%s: connection dropped, reconnecting", self.where(user))
-                t.close()
-                del self._transports[user]
-            t = self._connect(user, self.connect_timeout if timeout is None else timeout)
+                self._drop(user)
+            t = self._connect(user, time.monotonic() + (30.0 if timeout is None else timeout))
             self._transports[user] = t
             return t
 
-    def wait_ready(self, deadline: float, poll: float = 0.3, user: str = "root") -> float:
-        """Poll until ``user`` can log in; returns the seconds it took.
+    def wait_ready(self, deadline: float, poll: float = 0.05, user: str = "root") -> float:
+        """Log ``user`` in, retrying connection problems every ``poll`` seconds; the seconds it took.
 
-        ``deadline`` is a :func:`time.monotonic` value.  Connection problems
-        are retried every ``poll`` seconds; a rejected key or a wrong host key
-        is not (it will not get better).  Raises :class:`SSHTimeout` with the
-        last problem seen, :class:`SSHGuestDown` as soon as the VM is gone.
+        Call it when the guest is known to be up (its sshd-up milestone, or
+        QEMU's RESUME): the first attempt normally succeeds.  A rejected key
+        or a wrong host key is not retried.  Raises :class:`SSHTimeout` at
+        ``deadline`` (a :func:`time.monotonic` value) with the last problem
+        seen, :class:`SSHGuestDown` as soon as the VM is gone.
         """
         start = time.monotonic()
         last: Exception | None = None
@@ -324,10 +200,8 @@ class Guest:
             attempts += 1
             left = deadline - time.monotonic()
             if left <= 0:
-                raise SSHTimeout(
-                    f"{self.where(user)}: no SSH login after {time.monotonic() - start:.1f}s "
-                    f"({attempts - 1} attempts; last: {last})"
-                )
+                raise SSHTimeout(f"{self.where(user)}: no SSH login after {time.monotonic() - start:.1f}s "
+                                 f"({attempts - 1} attempts; last: {last})")
             try:
                 self.connection(user, timeout=left)
                 log.debug("%s: ssh ready after %d attempt(s)", self.where(user), attempts)
@@ -338,11 +212,19 @@ class Guest:
                 last = exc
             time.sleep(max(0.0, min(poll, deadline - time.monotonic())))
 
+    def _drop(self, user: str) -> None:
+        with self._lock:
+            shell = self._shells.pop(user, None)
+            t = self._transports.pop(user, None)
+        if shell is not None:
+            shell.close()
+        if t is not None:
+            t.close()
+
     def close(self) -> None:
         with self._lock:
-            for t in self._transports.values():
-                t.close()
-            self._transports.clear()
+            for user in list(self._transports):
+                self._drop(user)
 
     def __enter__(self) -> Guest:
         return self
@@ -352,11 +234,101 @@ class Guest:
 
     # -- commands -------------------------------------------------------------------
 
-    def _drop(self, user: str) -> None:
+    def run(self, cmd: str | Sequence[str], user: str = "root", timeout: float = 60,
+            check: bool = False, input: str | bytes | None = None, fresh: bool = False) -> CommandResult:
+        """Run ``cmd`` as ``user``; the whole call (connecting included) is bounded by ``timeout``.
+
+        ``fresh``: on its own exec channel instead of the user's shell (a
+        signal that kills the command is then reported by name).
+        """
+        cmdline = command_line(cmd)
+        start = time.monotonic()
+        log.info("ssh %s: %s", self.where(user), cmdline if len(cmdline) < 300 else cmdline[:300] + "...")
+        if input is None and not fresh:
+            status, out, err, sig = self._run_in_shell(user, cmdline, start + timeout, timeout)
+        else:
+            data = input.encode() if isinstance(input, str) else (input or b"")
+            outs: list[bytes] = []
+            errs: list[bytes] = []
+            status, sig = self.stream(cmdline, outs.append, errs.append, user=user,
+                                      timeout=timeout, input=data, _start=start)
+            out, err = b"".join(outs), b"".join(errs)
+        result = CommandResult(cmdline, user, status, out.decode(errors="replace"),
+                               err.decode(errors="replace"), time.monotonic() - start, out, sig, err)
+        log.debug("ssh %s: exit %s in %.2fs", self.where(user), status, result.duration)
+        if check:
+            result.check()
+        return result
+
+    def _shell(self, user: str, deadline: float) -> Shell:
         with self._lock:
-            t = self._transports.pop(user, None)
-        if t is not None:
-            t.close()
+            shell = self._shells.get(user)
+            if shell is not None and shell.usable:
+                return shell
+            if shell is not None:
+                self._shells.pop(user).close()
+            shell = Shell.open(self.connection(user, timeout=max(0.1, deadline - time.monotonic())),
+                               deadline)
+            self._shells[user] = shell
+            return shell
+
+    def _run_in_shell(self, user: str, cmdline: str, deadline: float,
+                      timeout: float) -> tuple[int, bytes, bytes, str | None]:
+        for attempt in (1, 2):
+            try:
+                shell = self._shell(user, deadline)
+            except ShellGone as exc:
+                problem = str(exc)
+            else:
+                try:
+                    result = shell.run(cmdline, deadline)
+                    return result.status, result.stdout, result.stderr, None
+                except ShellTimeout:
+                    self._abandon_shell_command(user, shell)
+                    raise SSHTimeout(
+                        f"{self.where(user)}: {cmdline!r} timed out after {timeout:g}s") from None
+                except ShellGone as exc:
+                    self._shells.pop(user, None)
+                    shell.close()
+                    self._check_alive(wait=1.0)
+                    raise SSHDisconnected(f"{self.where(user)}: {exc} while running {cmdline!r}") from None
+            if attempt == 2 or time.monotonic() >= deadline:
+                self._check_alive()
+                raise SSHDisconnected(f"{self.where(user)}: {problem}")
+            self._drop(user)  # the connection died since it was last used: make a new one
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _abandon_shell_command(self, user: str, shell: Shell) -> None:
+        """Kill a timed-out command (the shell's child) and drain it, so the shell stays usable."""
+        try:
+            self.run(kill_children_script(shell.pid), user=user, timeout=5, fresh=True)
+            shell.finish(time.monotonic() + 2.0)
+        except (SSHError, ShellGone, ShellTimeout) as exc:
+            log.info("%s: dropping the shell of a timed-out command: %s", self.where(user), exc)
+            with self._lock:
+                if self._shells.get(user) is shell:
+                    del self._shells[user]
+            shell.close()
+
+    def stream(self, cmd: str | Sequence[str], on_stdout: Sink, on_stderr: Sink, *, user: str = "root",
+               timeout: float = 60, input: bytes | None = None,
+               _start: float | None = None) -> tuple[int, str | None]:
+        """Run ``cmd`` on an exec channel, handing its output bytes to the sinks as they come.
+
+        Memory stays bounded whatever the output's size.  Returns (exit
+        status, signal name or None).
+        """
+        cmdline = command_line(cmd)
+        start = time.monotonic() if _start is None else _start
+        deadline = start + timeout
+        chan = self._start(user, cmdline, deadline, timeout)
+        try:
+            self._pump(chan, input or b"", deadline, cmdline, user, timeout, on_stdout, on_stderr)
+            status = chan.exit_status
+            sig: str | None = getattr(chan, "harness_signal", None)
+        finally:
+            chan.close()
+        return status, sig
 
     def _start(self, user: str, cmdline: str, deadline: float, timeout: float) -> paramiko.Channel:
         """A session channel running ``cmdline``.
@@ -394,55 +366,24 @@ class Guest:
                 raise SSHTimeout(f"{self.where(user)}: {cmdline!r} timed out after {timeout:g}s "
                                  f"before it started ({problem})")
             dead = not t.is_active()
-            self._drop(user)
             if attempt == 2 or not dead:
                 self._check_alive()
                 raise SSHDisconnected(f"{self.where(user)}: {problem}")
+            self._drop(user)
             log.info("%s: %s; retrying on a new connection", self.where(user), problem)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def run(
-        self,
-        cmd: str | Sequence[str],
-        user: str = "root",
-        timeout: float = 60,
-        check: bool = False,
-        input: str | bytes | None = None,
-    ) -> CommandResult:
-        """Run ``cmd`` as ``user``; the whole call (connecting included) is bounded by ``timeout``."""
-        cmdline = command_line(cmd)
-        data = input.encode() if isinstance(input, str) else (input or b"")
-        start = time.monotonic()
-        deadline = start + timeout
-        log.info("ssh %s: %s", self.where(user), cmdline if len(cmdline) < 300 else cmdline[:300] + "...")
-        chan = self._start(user, cmdline, deadline, timeout)
-        try:
-            out, err = self._pump(chan, data, deadline, cmdline, user, timeout)
-            status = chan.exit_status
-            sig: str | None = getattr(chan, "harness_signal", None)
-        finally:
-            chan.close()
-        text = out.decode(errors="replace")
-        result = CommandResult(cmdline, user, status, text, err.decode(errors="replace"),
-                               time.monotonic() - start, out, sig)
-        log.debug("ssh %s: exit %s in %.2fs", self.where(user), status, result.duration)
-        if check:
-            result.check()
-        return result
-
     def _pump(self, chan: paramiko.Channel, data: bytes, deadline: float, cmdline: str, user: str,
-              timeout: float) -> tuple[bytes, bytes]:
-        out: list[bytes] = []
-        err: list[bytes] = []
+              timeout: float, on_stdout: Sink, on_stderr: Sink) -> None:
         pending = memoryview(data)
         if not pending:
             chan.shutdown_write()
         transport = chan.get_transport()
         while True:
             while chan.recv_ready():
-                out.append(chan.recv(_CHUNK))
+                on_stdout(chan.recv(_CHUNK))
             while chan.recv_stderr_ready():
-                err.append(chan.recv_stderr(_CHUNK))
+                on_stderr(chan.recv_stderr(_CHUNK))
             if pending and chan.send_ready():
                 try:
                     n = chan.send(bytes(pending[:_CHUNK]))
@@ -455,22 +396,18 @@ class Guest:
             drained = not chan.recv_ready() and not chan.recv_stderr_ready()
             got_status = chan.exit_status != -1 or hasattr(chan, "harness_signal")
             if drained and got_status and (chan.closed or chan.eof_received):
-                break
+                return
             alive = transport is not None and transport.is_active()
             if drained and chan.closed and alive:
-                break  # closed without an exit status: reported as -1
+                return  # closed without an exit status: reported as -1
             if not alive:
                 self._check_alive()
-                raise SSHDisconnected(
-                    f"{self.where(user)}: connection dropped while running {cmdline!r}"
-                )
+                raise SSHDisconnected(f"{self.where(user)}: connection dropped while running {cmdline!r}")
             left = deadline - time.monotonic()
             if left <= 0:
                 self._abandon(chan)
                 raise SSHTimeout(f"{self.where(user)}: {cmdline!r} timed out after {timeout:g}s")
-            wait = min(left, 0.05 if pending else 0.5)
-            select.select([chan], [], [], wait)
-        return b"".join(out), b"".join(err)
+            select.select([chan], [], [], min(left, 0.05 if pending else 0.5))
 
     @staticmethod
     def _abandon(chan: paramiko.Channel, grace: float = 2.0) -> None:
@@ -479,7 +416,7 @@ class Guest:
         Closing it from this side while the command still runs has been seen
         to make dropbear 2022.83 end the whole session.
         """
-        _send_signal(chan, "KILL")
+        send_signal(chan, "KILL")
         transport = chan.get_transport()
         end = time.monotonic() + grace
         while not chan.closed and time.monotonic() < end and transport is not None and transport.is_active():
@@ -502,13 +439,3 @@ class Guest:
     def get(self, remote_path: str, user: str = "root", timeout: float = 120) -> bytes:
         """The contents of ``remote_path`` (raises :class:`CommandFailed` if unreadable)."""
         return self.run(["cat", "--", remote_path], user=user, timeout=timeout, check=True).stdout_bytes
-
-
-def wait_for_ssh(port: int, key: Path, deadline: float, poll: float = 0.3, *,
-                 host: str = "127.0.0.1", user: str = "root", host_key: str | None = None,
-                 alive: Callable[[], bool] | None = None) -> float:
-    """Poll until ``user`` logs in with ``key``; returns the seconds it took."""
-    with Guest(host, port, {user: key}, host_key=host_key, alive=alive) as g:
-        return g.wait_ready(deadline, poll, user)
-
-

@@ -10,35 +10,51 @@ the harness installed has it.  It adds:
 * fixtures ``guest`` (:class:`~harness.plugin.guest.GuestSession`) and ``rcfs``
   (:class:`~harness.plugin.guest.Rcfs`, mounts cleaned up depth-first).
 
-Each distinct kernel is built and booted once per session: tests are
-reordered so that tests of one kernel run together.  A VM is resumed from
-the kernel's saved boot (made by one real boot, then cached; see
-:mod:`harness.machine.snapshot`) unless ``--kernel-fresh-boot``.  After every test the
-console since the test began is scanned for panics, Oops, BUG, WARNING and
-lock-dependency reports; any of them fails the test with the excerpt.  A VM
-that died, crashed or could not be cleaned up is replaced before the next
-test.  Infrastructure faults (QEMU died, SSH dropped, timeouts) are reported
-as errors, not failures.  Failing tests carry the console and kernel-log
-excerpts in their report (and in JUnit XML as properties).
+Each distinct kernel is built and booted once per session (:mod:`harness.plugin.kernels`):
+tests are reordered so that tests of one kernel run together.  A VM is
+resumed from the kernel's saved boot (see :mod:`harness.machine.snapshot`)
+unless ``--kernel-fresh-boot``.  After every test the console since the test
+began is scanned for panics, Oops, BUG, WARNING and lock-dependency reports;
+any of them fails the test with the excerpt.  A VM that died, crashed or could
+not be cleaned up is replaced before the next test.  An error of the harness
+(its ``harness.errors`` kind in :data:`~harness.results.ERROR_KINDS`) is an
+ERROR, not a failure; the kind is recorded as the JUnit property
+``error_kind``.  Every testcase carries its ``nodeid``; failing tests carry the
+console and kernel-log excerpts.
+
+With ``--kernel-cell`` (``harness test``) the session runs one kernel only:
+the tests whose config, series and ``set=`` overrides are exactly the cell's
+(``--kernel-config``, ``--kernel-series``, ``--kernel-set``; a test without a
+config marker belongs to ``default``).  A test of the same config and series
+that asks for other overrides belongs to another cell; the session lists those
+overrides in its records so that ``harness test`` runs that cell too.
+
+SIGINT and SIGTERM stop the session at once: every VM is killed, pytest
+stops as on Ctrl-C (fixtures torn down, JUnit written for what ran), and the
+records (``--harness-records``) name the signal.
 """
 
 from __future__ import annotations
 
-import json
+import signal
 import threading
 import time
-from collections.abc import Generator, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Any, Literal
 
 import pytest
 
 from harness.errors import HarnessError, InfraError, InputError
-from harness.machine.vm import VM, BootInfo, ConsoleEvent
+from harness.machine.vm import VM, ConsoleEvent, live_vms
 from harness.plugin.guest import GuestSession, Rcfs
+from harness.plugin.kernels import KernelPool, NotRun
+from harness.plugin.recorder import Recorder
+from harness.results import ERROR_KINDS
+from harness.results.junit import PROP_CONSOLE, PROP_ERROR_KIND, PROP_KERNEL_LOG, PROP_NODEID, PROP_NOT_RUN
 from harness.run import target
-from harness.run.target import BootOptions, KernelSpec, Prepared
+from harness.run.target import KernelSpec, Prepared
 
 CHECKED_KINDS = frozenset({"panic", "oops", "bug", "warning", "lockdep"})
 REPLACE_KINDS = frozenset({"panic", "oops", "bug"})  # the kernel is no longer trustworthy
@@ -47,6 +63,11 @@ KERNEL_FIXTURES = frozenset({"guest", "rcfs", "kernel_vm"})
 _MARK: pytest.StashKey[int] = pytest.StashKey()
 _VM: pytest.StashKey[VM] = pytest.StashKey()
 _CALL_END: pytest.StashKey[int] = pytest.StashKey()
+_RECORDER: pytest.StashKey[Recorder] = pytest.StashKey()
+_POOL: pytest.StashKey[KernelPool] = pytest.StashKey()
+_HANDLERS: pytest.StashKey[tuple[Callable[[int, FrameType | None], None], dict[int, Any]]] = (
+    pytest.StashKey())
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -59,14 +80,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="leave the last VM running at the end and print how to reach it")
     group.addoption("--boot-timeout", type=float, default=None, help="seconds to SSH login (default 60)")
     group.addoption("--kernel-fresh-boot", action="store_true",
-                    help="boot every VM instead of resuming the kernel's saved boot (harness/snapshot.py)")
+                    help="boot every VM instead of resuming the kernel's saved boot")
     group.addoption("--kernel-bzimage", default=None, metavar="PATH",
                     help="boot this bzImage instead of building (used by harness bisect)")
     group.addoption("--kernel-cell", action="store_true",
-                    help="run only the tests of the one kernel given by --kernel-config/--kernel-series "
-                         "(tests without a config marker belong to 'default'); used by harness test")
+                    help="run only the tests of the one kernel given by --kernel-config/--kernel-series/"
+                         "--kernel-set (tests without a config marker belong to 'default'); "
+                         "used by harness test")
+    group.addoption("--kernel-set", action="append", default=[], metavar="SYMBOL=VALUE",
+                    help="with --kernel-cell: the config overrides of the cell's kernel (repeatable)")
     group.addoption("--harness-records", default=None, metavar="PATH",
-                    help="write the builds and boots of this session as JSON (used by harness test)")
+                    help="write the kernels, builds, boots and tests of this session as JSON "
+                         "(harness.results.session; used by harness test)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -76,41 +101,98 @@ def pytest_configure(config: pytest.Config) -> None:
         "(config name, patch series, {SYMBOL: VALUE} overrides)",
     )
     config.stash[_POOL] = KernelPool(config)
+    _install_signal_handlers(config)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    installed = config.stash.get(_HANDLERS, None)
+    if installed is None:
+        return
+    ours, previous = installed
+    for sig, prev in previous.items():
+        if signal.getsignal(sig) is ours:  # not replaced since (the VM registry chains to ours)
+            signal.signal(sig, prev)
+
+
+def _install_signal_handlers(config: pytest.Config) -> None:
+    """SIGINT and SIGTERM: kill every VM now, note the signal, and stop pytest as Ctrl-C does."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        kernels = config.stash.get(_POOL, None)
+        if kernels is not None and kernels.records.interrupted is None:
+            kernels.records.interrupted = signal.Signals(signum).name
+        for vm in live_vms():
+            vm.kill()
+        raise KeyboardInterrupt
+
+    previous: dict[int, Any] = {}
+    for sig in _SIGNALS:
+        previous[sig] = signal.getsignal(sig)
+        signal.signal(sig, on_signal)
+    config.stash[_HANDLERS] = (on_signal, previous)
+
+
+def _overrides(pairs: dict[str, Any] | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """``SYMBOL=VALUE`` strings in one order (by symbol), from a ``set=`` dict or option strings."""
+    if isinstance(pairs, dict):
+        items = [(str(k), str(v)) for k, v in pairs.items()]
+    else:
+        items = [(k, v) for k, _, v in (p.partition("=") for p in pairs)]
+    return tuple(f"{k}={v}" for k, v in sorted(items))
 
 
 def spec_for(item: pytest.Item) -> KernelSpec:
     config = item.config
     marker = item.get_closest_marker("kernel")
     kwargs: dict[str, Any] = dict(marker.kwargs) if marker else {}
-    overrides = kwargs.get("set") or {}
     return KernelSpec(
         config=kwargs.get("config") or config.getoption("--kernel-config"),
         series=kwargs.get("series") or config.getoption("--kernel-series"),
-        overrides=tuple(f"{k}={v}" for k, v in sorted(overrides.items())),
+        overrides=_overrides(kwargs.get("set") or {}),
         kernel_src=config.getoption("--kernel-src"),
     )
+
+
+def cell_spec(config: pytest.Config) -> KernelSpec:
+    """The one kernel of a ``--kernel-cell`` session."""
+    return KernelSpec(config=config.getoption("--kernel-config"), series=config.getoption("--kernel-series"),
+                      overrides=_overrides(config.getoption("--kernel-set")),
+                      kernel_src=config.getoption("--kernel-src"))
 
 
 def needs_kernel(item: pytest.Item) -> bool:
     return bool(KERNEL_FIXTURES & set(getattr(item, "fixturenames", ())))
 
 
-def in_cell(item: pytest.Item, config: pytest.Config) -> bool:
-    """Does ``item`` belong to the (config, series) cell that --kernel-cell selects?"""
+def _marked_config(item: pytest.Item) -> str:
     marker = item.get_closest_marker("kernel")
-    wanted = dict(marker.kwargs) if marker else {}
-    return (needs_kernel(item)
-            and (wanted.get("config") or "default") == config.getoption("--kernel-config")
-            and (wanted.get("series") or config.getoption("--kernel-series"))
-            == config.getoption("--kernel-series"))
+    return (marker.kwargs.get("config") if marker else None) or "default"
 
 
+def in_cell(item: pytest.Item, config: pytest.Config) -> bool:
+    """Does ``item`` run on exactly the kernel of the ``--kernel-cell`` session (config, series, set=)?"""
+    return (needs_kernel(item) and _marked_config(item) == config.getoption("--kernel-config")
+            and spec_for(item) == cell_spec(config))
+
+
+@pytest.hookimpl(trylast=True)  # after -k/-m: overrides only of tests the user selected
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
                                   items: list[pytest.Item]) -> None:
-    """Group kernel tests by kernel (stable otherwise), so each kernel boots once."""
+    """Select the cell's tests (``--kernel-cell``); group kernel tests by kernel (stable otherwise),
+    so each kernel boots once."""
+    records = pool(config).records
     if config.getoption("--kernel-cell"):
+        cell = cell_spec(config)
         selected = [it for it in items if in_cell(it, config)]
         deselected = [it for it in items if not in_cell(it, config)]
+        for it in deselected:
+            spec = spec_for(it) if needs_kernel(it) else None
+            if (spec is not None and _marked_config(it) == cell.config and spec.series == cell.series
+                    and spec.overrides != cell.overrides
+                    and list(spec.overrides) not in records.other_overrides):
+                records.other_overrides.append(list(spec.overrides))
         if deselected:
             config.hook.pytest_deselected(items=deselected)
             items[:] = selected
@@ -121,209 +203,102 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     items.sort(key=lambda it: order.get(spec_for(it), -1) if needs_kernel(it) else -1)
 
 
-# --- the pool of kernels -------------------------------------------------------------
-
-
-@dataclass
-class _Spare:
-    """A VM of ``spec`` booting in the background, to replace the current one at once."""
-
-    spec: KernelSpec
-    vm: VM
-    info: BootInfo | None = None
-    error: BaseException | None = None
-    thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self.thread = threading.Thread(target=self._boot, name=f"{self.vm.name}-boot", daemon=True)
-        self.thread.start()
-
-    def _boot(self) -> None:
-        try:
-            self.info = self.vm.boot()
-        except BaseException as exc:  # noqa: BLE001 - raised again by wait(), in the test's thread
-            self.error = exc
-
-    def wait(self) -> BootInfo:
-        """The boot's result, once it has one (BootError and the like are raised here)."""
-        if self.thread is not None:
-            self.thread.join()
-        if self.error is not None:
-            raise self.error
-        assert self.info is not None
-        return self.info
-
-    def stop(self) -> None:
-        self.vm.stop(graceful=False)
-        if self.thread is not None:
-            self.thread.join(timeout=30)
-
-
-@dataclass
-class KernelPool:
-    """One VM per kernel at a time, booted on first use and replaced when a test breaks it.
-
-    Once a kernel's VM has been thrown away, the next replacement is booted
-    in the background while the tests go on (a spare): kernels that break
-    under the suite (the posted patch) tend to break again, and a boot is
-    then no longer on the critical path.
-    """
-
-    config: pytest.Config
-    prepared: dict[KernelSpec, Prepared | BaseException] = field(default_factory=dict)
-    current: tuple[KernelSpec, VM] | None = None
-    spare: _Spare | None = None
-    boots: int = 0
-    boot_failures: dict[KernelSpec, list[str]] = field(default_factory=dict)
-    max_boot_failures: int = 2
-    records: dict[str, dict[str, Any]] = field(default_factory=dict)
-    discards: dict[KernelSpec, int] = field(default_factory=dict)
-    _vm_count: dict[KernelSpec, int] = field(default_factory=dict)
-
-    def _record(self, spec: KernelSpec) -> dict[str, Any]:
-        return self.records.setdefault(spec.label, {
-            "config": spec.config, "series": spec.series, "overrides": list(spec.overrides),
-            "build": None, "boots": []})
-
-    def prepare(self, spec: KernelSpec) -> Prepared:
-        if spec not in self.prepared:
-            start = time.monotonic()
-            try:
-                bzimage = self.config.getoption("--kernel-bzimage")
-                self.prepared[spec] = prepared = (
-                    target.prepare_prebuilt(spec, Path(bzimage)) if bzimage else target.prepare(spec))
-                built = prepared.build
-                self._record(spec)["build"] = {
-                    "status": "PASS", "duration": round(built.duration if not built.cached
-                                                        else time.monotonic() - start, 2),
-                    "cached": built.cached, "log": str(built.log), "warnings": built.warnings,
-                    "bzimage": str(built.bzimage)}
-            except HarnessError as exc:
-                self.prepared[spec] = exc
-                if not _no_source(exc):
-                    self._record(spec)["build"] = {
-                        "status": "FAIL", "duration": round(time.monotonic() - start, 2),
-                        "message": str(exc)}
-        found = self.prepared[spec]
-        if isinstance(found, BaseException):
-            if _no_source(found):
-                pytest.skip(f"{found}. Run `make test-kernel` once or set HARNESS_KERNEL_SRC")
-            raise found
-        return found
-
-    def _new_vm(self, spec: KernelSpec, prepared: Prepared) -> VM:
-        options = BootOptions(boot_timeout=self.config.getoption("--boot-timeout"),
-                              snapshot=not self.config.getoption("--kernel-fresh-boot"))
-        n = self._vm_count[spec] = self._vm_count.get(spec, 0) + 1
-        name = f"{spec.label.replace('/', '-')}-boot{n}"  # each boot keeps its console log
-        return VM(target.vm_config(prepared, options, name), name=name)
-
-    def _start_spare(self, spec: KernelSpec, prepared: Prepared) -> None:
-        self.spare = _Spare(spec, self._new_vm(spec, prepared))
-        self.spare.start()
-
-    def _take_spare(self, spec: KernelSpec) -> _Spare | None:
-        spare, self.spare = self.spare, None
-        if spare is not None and spare.spec != spec:
-            spare.stop()
-            return None
-        return spare
-
-    def vm(self, spec: KernelSpec) -> VM:
-        if self.current is not None:
-            current_spec, vm = self.current
-            if current_spec == spec and vm.alive() and not vm.crashed():
-                return vm
-            self.release_current()
-        prepared = self.prepare(spec)
-        failures = self.boot_failures.setdefault(spec, [])
-        if len(failures) >= self.max_boot_failures:
-            raise InfraError(f"{spec.label} failed to boot {len(failures)} times; last: {failures[-1]}")
-        boots = self._record(spec)["boots"]
-        spare = self._take_spare(spec)
-        try:
-            if spare is not None:
-                vm = spare.vm
-                info = spare.wait()
-            else:
-                vm = self._new_vm(spec, prepared)
-                info = vm.boot()
-        except HarnessError as exc:
-            vm.stop()
-            failures.append(str(exc))
-            boots.append({"status": "FAIL", "console": str(vm.console_log), "message": str(exc)})
-            raise
-        except BaseException:
-            vm.stop()
-            raise
-        boots.append({"status": "PASS", "duration": round(info.boot_seconds, 2),
-                      "console": str(vm.console_log), "resumed": info.resumed})
-        self.boots += 1
-        self.current = (spec, vm)
-        if self.discards.get(spec):
-            self._start_spare(spec, prepared)
-        return vm
-
-    def discard(self) -> None:
-        """Throw the current VM away: the next test gets a fresh one (the spare, if any)."""
-        if self.current is not None:
-            spec, vm = self.current
-            self.discards[spec] = self.discards.get(spec, 0) + 1
-            self.current = None
-            vm.stop(graceful=False)
-
-    def release_current(self) -> None:
-        if self.current is not None:
-            _, vm = self.current
-            self.current = None
-            vm.stop()
-
-    def drop_spare(self) -> None:
-        spare, self.spare = self.spare, None
-        if spare is not None:
-            spare.stop()
-
-    def release(self) -> None:
-        """Stop every VM (the current one and a spare)."""
-        try:
-            self.release_current()
-        finally:
-            self.drop_spare()
-
-
-_POOL: pytest.StashKey[KernelPool] = pytest.StashKey()
-
-
-def _no_source(exc: BaseException) -> bool:
-    return "no Linux 2.6.20 source available" in str(exc)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Every test that will run (after all deselection) gets its node id in JUnit and its kernel
+    in the records."""
+    records = pool(session.config).records
+    for item in session.items:
+        item.user_properties.append((PROP_NODEID, item.nodeid))
+        if needs_kernel(item):
+            records.tests[item.nodeid] = spec_for(item).label
 
 
 def pool(config: pytest.Config) -> KernelPool:
     return config.stash[_POOL]
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
+    """Note the test done once every phase is reported (a signal's KeyboardInterrupt skips this);
+    keep the guest commands it sent (its trace) in the records."""
+    recorder = item.stash[_RECORDER] = Recorder(nodeid=item.nodeid, test_file=str(item.path))
+    result = yield
+    records = pool(item.config).records
+    if needs_kernel(item):
+        records.traces[item.nodeid] = recorder.trace(records.tests.get(item.nodeid, ""), behaviour(item),
+                                                     docstring(item))
+    records.done.append(item.nodeid)
+    return result
+
+
+def behaviour(item: pytest.Item) -> str:
+    """The test's xfail reason: what a known bug makes the kernel do ("" without one)."""
+    marker = item.get_closest_marker("xfail")
+    return str(marker.kwargs.get("reason", "")) if marker is not None else ""
+
+
+def docstring(item: pytest.Item) -> str:
+    """The first paragraph of the test's docstring, on one line."""
+    doc = getattr(getattr(item, "function", None), "__doc__", None) or ""
+    return " ".join(doc.strip().split("\n\n", 1)[0].split())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, object, object]:
+    _phase(item, "setup")
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    _phase(item, "call")
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, object, object]:
+    _phase(item, "teardown")
+    return (yield)
+
+
+def _phase(item: pytest.Item, phase: Literal["setup", "call", "teardown"]) -> None:
+    recorder = item.stash.get(_RECORDER, None)
+    if recorder is not None:
+        recorder.phase = phase
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     kernels = pool(session.config)
-    records_path = session.config.getoption("--harness-records")
-    if records_path:
-        Path(records_path).write_text(json.dumps(kernels.records, indent=2))
-    kernels.drop_spare()  # nobody needs it now; a kept VM must not keep a hidden one alive
-    if session.config.getoption("--keep-vm") and kernels.current is not None:
-        spec, vm = kernels.current
-        prepared = kernels.prepared[spec]
-        if isinstance(prepared, Prepared):
-            target.write_kept(vm, prepared)
-            key = prepared.image.client_key("root")
-            print(f"\nharness: VM {spec.label} kept: ssh -i {key} -p {vm.port} root@127.0.0.1 "
-                  "(or harness ssh); Ctrl-C to stop it")
-            try:
-                while vm.alive():
-                    time.sleep(0.5)
-            except KeyboardInterrupt:
-                pass
-            finally:
-                target.clear_kept()
-    kernels.release()
+    try:
+        kernels.drop_spare()  # nobody needs it now; a kept VM must not keep a hidden one alive
+        if (session.config.getoption("--keep-vm") and kernels.current is not None
+                and kernels.records.interrupted is None):
+            _keep(kernels)
+        kernels.release()
+    finally:
+        kernels.records.wall_seconds = round(time.monotonic() - kernels.started, 2)
+        records_path = session.config.getoption("--harness-records")
+        if records_path:
+            kernels.records.write(Path(records_path))
+
+
+def _keep(kernels: KernelPool) -> None:
+    assert kernels.current is not None
+    spec, vm = kernels.current
+    prepared = kernels.prepared[spec]
+    if not isinstance(prepared, Prepared):
+        return
+    target.write_kept(vm, prepared)
+    key = prepared.image.client_key("root")
+    print(f"\nharness: VM {spec.label} kept: ssh -i {key} -p {vm.port} root@127.0.0.1 "
+          "(or harness ssh); Ctrl-C to stop it")
+    try:
+        while vm.alive():
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        target.clear_kept()
 
 
 # --- fixtures ------------------------------------------------------------------------
@@ -333,12 +308,19 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 def kernel_vm(request: pytest.FixtureRequest) -> VM:
     """The running VM for this test's kernel (booted once per kernel)."""
     item = request.node
+    spec = spec_for(item)
+    kernels = pool(request.config)
     try:
-        vm = pool(request.config).vm(spec_for(item))
-    except InputError:
-        raise
+        vm = kernels.vm(spec)
+    except NotRun as exc:
+        item.user_properties.append((PROP_NOT_RUN, str(exc)))
+        pytest.skip(f"not run: {exc}")
     except HarnessError as exc:
-        raise InfraError(f"kernel {spec_for(item).label}: {exc}") from exc
+        if spec in kernels.not_run:  # this test met the failure: the others will not run
+            item.user_properties.append((PROP_NOT_RUN, kernels.not_run[spec]))
+        if isinstance(exc, InputError):
+            raise
+        raise InfraError(f"kernel {spec.label}: {exc}") from exc
     item.stash[_VM] = vm
     item.stash[_MARK] = vm.mark()
     return vm
@@ -346,23 +328,29 @@ def kernel_vm(request: pytest.FixtureRequest) -> VM:
 
 @pytest.fixture
 def guest(kernel_vm: VM, request: pytest.FixtureRequest) -> Iterator[GuestSession]:
-    current = pool(request.config).current
-    prepared = pool(request.config).prepared.get(current[0]) if current else None
+    kernels = pool(request.config)
+    current = kernels.current
+    prepared = kernels.prepared.get(current[0]) if current else None
     system_map = prepared.build.system_map if isinstance(prepared, Prepared) else None
-    session = GuestSession(kernel_vm, system_map=system_map)
+    recorder = request.node.stash.get(_RECORDER, None)
+    session = GuestSession(kernel_vm, system_map=system_map, recorder=recorder)
     yield session
+    if kernels.records.interrupted:
+        return  # the VM was killed: nothing to clean up
     try:
         session.cleanup()
     except HarnessError:
         session.discard_vm = True
     if session.discard_vm:
-        pool(request.config).discard()
+        kernels.discard()
 
 
 @pytest.fixture
 def rcfs(guest: GuestSession, request: pytest.FixtureRequest) -> Iterator[Rcfs]:
     mounts = Rcfs(guest)
     yield mounts
+    if pool(request.config).records.interrupted:
+        return
     try:
         problems = mounts.cleanup()
     except HarnessError as exc:
@@ -384,6 +372,19 @@ def kernel_reports(item: pytest.Item) -> list[ConsoleEvent]:
     return [e for e in vm.events_since(item.stash.get(_MARK, 0)) if e.kind in CHECKED_KINDS]
 
 
+def failed_line(item: pytest.Item, call: pytest.CallInfo[None]) -> int | None:
+    """The line of the test function where its exception went through (its outermost frame in
+    the test's module), if any."""
+    if call.excinfo is None:
+        return None
+    lines = [entry.lineno + 1 for entry in call.excinfo.traceback if str(entry.path) == str(item.path)]
+    return lines[0] if lines else None
+
+
+def kernel_reports_since(vm: VM, mark: int) -> list[ConsoleEvent]:
+    return [e for e in vm.events_since(mark) if e.kind in CHECKED_KINDS]
+
+
 @pytest.hookimpl(hookwrapper=True, trylast=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
@@ -391,9 +392,7 @@ def pytest_runtest_makereport(
     outcome = yield
     report: pytest.TestReport = outcome.get_result()
     vm = item.stash.get(_VM, None)
-    if vm is None:
-        return
-    if call.when == "teardown" and _CALL_END in item.stash:
+    if call.when == "teardown" and vm is not None and _CALL_END in item.stash:
         vm.sync_console()
         late = [e for e in vm.events_since(item.stash[_CALL_END]) if e.kind in CHECKED_KINDS]
         if late:  # cleanup (killing tasks, rmdir, umount) made the kernel complain
@@ -403,30 +402,36 @@ def pytest_runtest_makereport(
             if any(e.kind in REPLACE_KINDS for e in late):
                 pool(item.config).discard()
     if call.when == "call":
-        events = kernel_reports(item)
-        item.stash[_CALL_END] = vm.mark()
-        if events and report.outcome != "skipped":
-            text = "\n\n".join(f"{e}\n{e.excerpt}" for e in events)
-            report.outcome = "failed"
-            report.longrepr = f"kernel reported {len(events)} problem(s) during the test:\n{text}"
-        crashed = any(e.kind in REPLACE_KINDS for e in events)
-        # a kernel crash is the kernel's verdict, not an infrastructure fault
-        infra = not crashed and call.excinfo is not None and call.excinfo.errisinstance(InfraError)
-        if infra:
-            assert call.excinfo is not None
-            _add_property(item, report, "infra_error", str(call.excinfo.value))
-        if infra or crashed or not vm.alive():
+        crashed = False
+        if vm is not None:
+            events = kernel_reports(item)
+            item.stash[_CALL_END] = vm.mark()
+            if events and report.outcome != "skipped":
+                text = "\n\n".join(f"{e}\n{e.excerpt}" for e in events)
+                report.outcome = "failed"
+                report.longrepr = f"kernel reported {len(events)} problem(s) during the test:\n{text}"
+            crashed = any(e.kind in REPLACE_KINDS for e in events)
+        error = call.excinfo.value if call.excinfo is not None else None
+        # a kernel crash is the kernel's verdict, whatever error the test then met
+        if isinstance(error, HarnessError) and not crashed:
+            _add_property(item, report, PROP_ERROR_KIND, error.kind)
+        if vm is not None and (crashed or not vm.alive() or isinstance(error, InfraError)):
             pool(item.config).discard()  # the next test gets a fresh VM
-    if report.failed:
+    recorder = item.stash.get(_RECORDER, None)
+    if report.failed and recorder is not None and call.when != "collect":
+        recorder.failed(call.when, kernel_report=bool(
+            vm is not None and kernel_reports_since(vm, item.stash.get(_MARK, 0))),
+            line=failed_line(item, call))
+    if report.failed and vm is not None:
         mark = item.stash.get(_MARK, 0)
         console = vm.console_since(mark)[-16000:]
         kernel = "\n\n".join(f"{e}\n{e.excerpt}" for e in vm.events_since(mark))
         report.sections.append(("guest console", console or "(nothing)"))
         if kernel:
             report.sections.append(("kernel log", kernel))
-        _add_property(item, report, "console_log", console)
+        _add_property(item, report, PROP_CONSOLE, console)
         if kernel:
-            _add_property(item, report, "kernel_log", kernel)
+            _add_property(item, report, PROP_KERNEL_LOG, kernel)
 
 
 def _add_property(item: pytest.Item, report: pytest.TestReport, name: str, value: str) -> None:
@@ -437,8 +442,8 @@ def _add_property(item: pytest.Item, report: pytest.TestReport, name: str, value
 
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config
                              ) -> tuple[str, str, str] | None:
-    """An infrastructure fault during a test is an ERROR, not a FAIL."""
+    """An error of the harness during a test is an ERROR, not a FAIL."""
     if report.when == "call" and report.failed and any(
-            name == "infra_error" for name, _ in report.user_properties):
+            name == PROP_ERROR_KIND and value in ERROR_KINDS for name, value in report.user_properties):
         return "error", "E", "ERROR"
     return None

@@ -2,7 +2,10 @@
 
 :class:`GuestSession` wraps a running :class:`~harness.machine.vm.VM` with the
 operations tests need: commands as any user, ``rcfs-probe`` with parsed
-per-step results, background processes, the task list from /proc.
+per-step results, background processes, the task list from /proc.  Every
+command it sends goes through :meth:`GuestSession._exec`, which records it
+and its outcome in the test's :class:`~harness.plugin.recorder.Recorder`
+(the reproducer of a failing test is made from that record).
 
 :class:`Rcfs` mounts rcfs with an exact option string and remembers what it
 mounted and created, so :meth:`Rcfs.cleanup` can move tasks back to the top
@@ -20,9 +23,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.errors import InputError
-from harness.machine.ssh import CommandResult
+from harness.errors import HarnessError, InputError
+from harness.machine.ssh import CommandResult, command_line
 from harness.machine.vm import VM
+from harness.plugin.recorder import Recorder
 
 PROBE = "rcfs-probe"
 USERS = {"root": 0, "alice": 1000, "bob": 1001}
@@ -105,27 +109,42 @@ class Spawned:
 class GuestSession:
     """The ``guest`` fixture: run things in the booted kernel."""
 
-    def __init__(self, vm: VM, system_map: Path | None = None) -> None:
+    def __init__(self, vm: VM, system_map: Path | None = None, recorder: Recorder | None = None) -> None:
         self.vm = vm
         self.system_map = system_map
         self.discard_vm = False  # set it to give the next test a freshly booted VM
+        self.recorder = recorder if recorder is not None else Recorder()
         self._spawned: list[Spawned] = []
+
+    def _exec(self, kind: str, cmd: str | Sequence[str], *, user: str = "root", timeout: float = 60,
+              input: str | bytes | None = None, check: bool = False) -> CommandResult:
+        """Send one command and record it with its outcome (also when it raises)."""
+        line = command_line(cmd)
+        started = self.recorder.start()
+        try:
+            result = self.vm.run(line, user=user, timeout=timeout, input=input)
+        except HarnessError as exc:
+            self.recorder.add(kind, line, started=started, user=user, input=input, error=str(exc))
+            raise
+        self.recorder.add(kind, line, started=started, user=user, input=input,
+                          exit_status=result.exit_status, stdout=result.stdout, stderr=result.stderr)
+        return result.check() if check else result
 
     # -- commands -------------------------------------------------------------------
 
     def run(self, cmd: str | Sequence[str], user: str = "root", timeout: float = 60,
             input: str | bytes | None = None) -> CommandResult:
-        return self.vm.run(cmd, user=user, timeout=timeout, input=input)
+        return self._exec("run", cmd, user=user, timeout=timeout, input=input)
 
     def sh(self, script: str, user: str = "root", timeout: float = 60) -> str:
         """Run a shell script; its stdout, or CommandFailed when it exits non-zero."""
-        return self.vm.run(script, user=user, timeout=timeout, check=True).stdout
+        return self._exec("sh", script, user=user, timeout=timeout, check=True).stdout
 
     def probe(self, *args: str, user: str = "root", as_uid: int | None = None,
               timeout: float = 60) -> ProbeResult:
         """Run ``rcfs-probe ARGS`` (``as_uid``: switch uid inside the probe, as root)."""
         argv = [PROBE] + (["-u", str(as_uid)] if as_uid is not None else []) + list(args)
-        result = self.vm.run(argv, user=user, timeout=timeout)
+        result = self._exec("probe", argv, user=user, timeout=timeout)
         return parse_probe(result.stdout, result.exit_status)
 
     def write(self, path: str, data: str, user: str = "root", repeat: int | None = None,
@@ -135,26 +154,27 @@ class GuestSession:
         return self.probe(*opts, "write", path, data, user=user)
 
     def read(self, path: str, user: str = "root") -> str:
-        return self.vm.run(["cat", "--", path], user=user, check=True).stdout
+        return self._exec("read", ["cat", "--", path], user=user, check=True).stdout
 
     # -- processes --------------------------------------------------------------------
 
     def spawn(self, command: str = "sleep 100000", user: str = "root") -> int:
         """Start a background process as ``user``; returns its pid (killed at cleanup)."""
-        out = self.vm.run(f"nohup {command} >/dev/null 2>&1 </dev/null & echo $!", user=user,
-                          check=True).stdout
+        out = self._exec("spawn", f"nohup {command} >/dev/null 2>&1 </dev/null & echo $!", user=user,
+                         check=True).stdout
         pid = int(out.strip())
+        self.recorder.set_pid(len(self.recorder.commands) - 1, pid)
         self._spawned.append(Spawned(pid, user))
         return pid
 
     def kill(self, pid: int, wait: bool = True) -> None:
-        self.vm.run(f"kill -9 {pid} 2>/dev/null; true")
+        self._exec("kill", f"kill -9 {pid} 2>/dev/null; true")
         if wait:
-            self.vm.run(f"while [ -d /proc/{pid} ]; do usleep 20000; done", timeout=20)
+            self._exec("kill", f"while [ -d /proc/{pid} ]; do usleep 20000; done", timeout=20)
 
     def pids(self) -> list[int]:
         """Every task (process) the guest's /proc lists, sorted."""
-        out = self.vm.run("ls /proc", check=True).stdout.split()
+        out = self._exec("run", "ls /proc", check=True).stdout.split()
         return sorted(int(p) for p in out if p.isdigit())
 
     def tasks_snapshot(self, tasks_file: str, attempts: int = 5) -> TasksSnapshot:
@@ -166,7 +186,7 @@ class GuestSession:
         raise AssertionError(f"the guest's task set kept changing: {sorted(snap.before ^ snap.after)}")
 
     def alive(self, pid: int) -> bool:
-        return self.vm.run(f"test -d /proc/{pid}").exit_status == 0
+        return self._exec("run", f"test -d /proc/{pid}").exit_status == 0
 
     def crash_kernel(self, panic: bool = True) -> None:
         """Make the guest kernel oops (and panic, with ``panic``) on purpose.
@@ -179,17 +199,17 @@ class GuestSession:
         if table is None:
             raise InputError(f"crash_kernel: sys_call_table not found in {self.system_map}")
         setup = "echo 1 > /proc/sys/kernel/panic_on_oops; " if panic else ""
-        self.vm.run(
-            f"{setup}[ -c /dev/kmem ] || mknod /dev/kmem c 1 2; "
+        self._exec(
+            "run", f"{setup}[ -c /dev/kmem ] || mknod /dev/kmem c 1 2; "
             f"printf '\\000\\000\\000\\000' | dd of=/dev/kmem bs=1 seek={table + 36 * 4} "
             "count=4 conv=notrunc 2>/dev/null", check=True)
-        self.vm.run("sync", timeout=10)
+        self._exec("run", "sync", timeout=10)
 
     def cleanup(self) -> None:
         """Kill what :meth:`spawn` started (one round trip)."""
         if self._spawned:
             pids = " ".join(str(s.pid) for s in reversed(self._spawned))
-            self.vm.run(f"kill -9 {pids} 2>/dev/null; true")
+            self._exec("kill", f"kill -9 {pids} 2>/dev/null; true")
         self._spawned.clear()
 
 
@@ -278,6 +298,9 @@ class Rcfs:
         if path not in made:  # the next tests on this VM use the same directories
             self.guest.sh(f"mkdir -p {path}")
             made.add(path)
+        else:  # a fresh guest replaying this test needs it all the same
+            self.guest.recorder.add("mountpoint", f"mkdir -p {path}", started=self.guest.recorder.start(),
+                                    replay_only=True)
         return path
 
     def try_mount(self, options: str | None, path: str | None = None) -> tuple[str, ProbeResult]:

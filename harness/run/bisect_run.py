@@ -25,7 +25,7 @@ in the booted guest, then turn the JUnit result into a :class:`Verdict`.
   ``rcfs-testss`` is rendered without ``rcfs-testss``).  Every candidate
   builds in the same build entry, so steps after the first are incremental.
 * :func:`bisect_git`: which commit of ``good..bad`` (first-parent) broke it.
-  Each step exports the commit with :func:`harness.run.bisect.git_source` (the
+  Each step exports the commit with :func:`harness.run.bisect_candidates.git_source` (the
   user's repository is only read) and applies an optional series on top
   (typically ``compat``, so an old tree builds with today's toolchain).
 
@@ -54,26 +54,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import cache, proc
-from harness.errors import InfraError, InputError, StageError
+from harness.errors import InputError, StageError
 from harness.kernel import build, config, patches, source
 from harness.kernel.config import ConfigRequest
 from harness.kernel.patches import Series
-from harness.results import TestRecord, parse_junit
+from harness.results import TestRecord, parse_junit, truncate
 from harness.run import pytest_cmd
-from harness.run.bisect import (
-    BisectOutcome,
-    Candidate,
-    Progress,
-    StepResult,
-    Verdict,
-    bisect,
-    estimate_steps,
-    excerpt,
+from harness.run.bisect import BisectOutcome, Progress, bisect, estimate_steps
+from harness.run.bisect_candidates import (
     git_candidates,
     git_source,
     series_candidates,
     series_prefix,
 )
+from harness.run.bisect_record import Candidate, StepResult, Verdict
 
 DEFAULT_TIMEOUT = 900.0  # seconds for one pytest run (boot + test)
 COLLECT_TIMEOUT = 120.0
@@ -109,11 +103,9 @@ def check_test(nodeid: str, series: str | None = None, config_name: str = "defau
     """
     _check_nodeid(nodeid)
     argv = _pytest_argv(nodeid, series, config_name, cwd) + ["--collect-only", "-q"]
-    try:
-        result = proc.run(argv, cwd=cwd, check=False, timeout=COLLECT_TIMEOUT,
-                          what=f"pytest --collect-only {nodeid}")
-    except StageError as exc:
-        raise InfraError(str(exc)) from None
+    # a timeout (HarnessTimeout) or a missing pytest (ToolMissing) is an InfraError as it is
+    result = proc.run(argv, cwd=cwd, check=False, timeout=COLLECT_TIMEOUT,
+                      what=f"pytest --collect-only {nodeid}")
     output = result.stdout + result.stderr
     if result.returncode in (4, 5):  # usage error (not found) / no tests collected
         reason = next((line.strip() for line in output.splitlines()
@@ -133,9 +125,9 @@ def _record_detail(record: TestRecord) -> str:
     if record.message:
         parts.append(record.message.strip())
     if record.details and record.details.strip() != (record.message or "").strip():
-        parts.append(excerpt(record.details.strip(), 6000))
+        parts.append(truncate(record.details.strip(), 6000))
     if record.kernel_log_excerpt:
-        parts.append("--- kernel log ---\n" + excerpt(record.kernel_log_excerpt.strip(), 3000))
+        parts.append("--- kernel log ---\n" + truncate(record.kernel_log_excerpt.strip(), 3000))
     if record.console_excerpt:
         console = record.console_excerpt.strip()
         if len(console) > CONSOLE_TAIL:
@@ -161,7 +153,7 @@ def verdict_of(records: Sequence[TestRecord]) -> tuple[Verdict, str]:
         good = [f"{r.path}: {r.label}" for r in records]
         return Verdict.GOOD, "\n".join(good)
     detail = "\n\n".join(_record_detail(r) for r in chosen)
-    return verdict, excerpt(detail, DETAIL_MAX)
+    return verdict, truncate(detail, DETAIL_MAX)
 
 
 _SECTION_RE = re.compile(r"^-{3,} (guest console|kernel log) -{3,}$")
@@ -215,10 +207,9 @@ def run_test(bzimage: Path, nodeid: str, series: str | None, config: str,
         argv = _pytest_argv(nodeid, series, config, cwd) + [
             "--kernel-bzimage", str(Path(bzimage).absolute()), f"--junitxml={junit}",
             "-o", "junit_logging=all", "-q"]
-        try:
-            result = proc.run(argv, cwd=cwd, check=False, timeout=timeout, what=f"pytest {nodeid}")
-        except StageError as exc:  # timed out (the child is killed) or pytest missing
-            raise InfraError(str(exc)) from None
+        # a timeout (the child is killed: HarnessTimeout) or a missing pytest (ToolMissing)
+        # is an InfraError, which the engine retries once and then skips
+        result = proc.run(argv, cwd=cwd, check=False, timeout=timeout, what=f"pytest {nodeid}")
         return verdict_from_junit(junit, nodeid, result.returncode, result.stdout + result.stderr)
 
 

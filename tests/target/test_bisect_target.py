@@ -27,7 +27,8 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +37,6 @@ import pytest
 from harness import cache, resources
 from harness.kernel import build, patches
 from harness.kernel.source import Source
-from harness.machine.vm import running_qemus
 from harness.run import bisect_run
 from harness.run.bisect import BisectOutcome, Verdict, replay
 
@@ -208,13 +208,34 @@ def make_regress_series(root: Path, src: Source, work: Path) -> Path:
 # --- fixtures ------------------------------------------------------------------------
 
 
+TAG = "HARNESS_BISECT_TEST_TAG"
+
+
+def tagged_qemus(tag: str) -> list[str]:
+    """QEMU processes whose environment carries ``TAG=tag``: started by this test (its harness
+    and pytest children pass the environment on), not by other runs sharing the machine."""
+    marker = f"{TAG}={tag}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if "qemu-system" in cmdline and marker in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(f"{entry.name} {cmdline.strip()}")
+        except OSError:
+            continue
+    return found
+
+
 @pytest.fixture(autouse=True)
-def no_qemu_left(kernel_source: Source) -> Iterator[None]:
-    before = set(running_qemus())
+def no_qemu_left(kernel_source: Source, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    tag = uuid.uuid4().hex
+    monkeypatch.setenv(TAG, tag)
     worktrees = set(os.listdir(cache.subdir("worktrees")))
     yield
     deadline = time.monotonic() + 10
-    while (left := set(running_qemus()) - before) and time.monotonic() < deadline:
+    while (left := tagged_qemus(tag)) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not left, f"QEMU processes left behind: {left}"
     assert set(os.listdir(cache.subdir("worktrees"))) <= worktrees, "git export trees left behind"
@@ -229,7 +250,7 @@ def _figures(outcome_steps: int, candidates: int, builds: int, runs: int, second
 
 
 def test_git_bisect_names_the_injected_commit(kernel_source: Source, tmp_path: Path,
-                                              record_property: pytest.RecordProperty) -> None:
+                                              record_property: Callable[[str, object], None]) -> None:
     """SLOW (about 2-5 min): harness bisect --git on the synthetic history, compat on top."""
     fixture = make_git_fixture(kernel_source.tree)
     before = repo_state(fixture.repo)
@@ -262,7 +283,7 @@ def test_git_bisect_names_the_injected_commit(kernel_source: Source, tmp_path: P
 
 def test_series_bisect_names_the_regression_patch(kernel_source: Source, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch,
-                                                  record_property: pytest.RecordProperty) -> None:
+                                                  record_property: Callable[[str, object], None]) -> None:
     """SLOW (about 2-5 min): bisect_series on ``regress`` (4 patches on rcfs-testss)."""
     root = make_regress_series(tmp_path / "patches", kernel_source, tmp_path)
     monkeypatch.setenv("HARNESS_PATCHES", str(root))

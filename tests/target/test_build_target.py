@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -68,5 +69,43 @@ def test_cli_refuses_out_of_range_with_exit_2(kernel_source: Source) -> None:
     out = subprocess.run([sys.executable, "-m", "harness", "build", "--set",
                           "CONFIG_MAX_RC_SUBSYS=0"], capture_output=True, text=True)
     assert out.returncode == 2
+    # progress lines ("==> prepare tree ...") appear when a step is slow; the error is one line
+    lines = [line for line in out.stderr.strip().splitlines() if not line.startswith("==> ")]
+    assert len(lines) == 1 and "allowed 1..255" in lines[0], out.stderr
+
+
+def test_cli_refuses_a_set_value_that_would_run_a_command(kernel_source: Source, tmp_path: Path) -> None:
+    """Issue 12: CONFIG_LOCALVERSION reaches $(shell ...) in kbuild; `$$(cmd)` once ran cmd on the host."""
+    marker = tmp_path / "ran"
+    before = sorted(p.name for p in (cache.root() / "builds").glob("*"))
+    out = subprocess.run([sys.executable, "-m", "harness", "build", "--set",
+                          f'CONFIG_LOCALVERSION="$$(id>{marker})"'], capture_output=True, text=True)
+    assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and "allowed 1..255" in lines[0]
+    assert len(lines) == 1 and "letters, digits, spaces" in lines[0], out.stderr
+    assert not marker.exists()
+    assert sorted(p.name for p in (cache.root() / "builds").glob("*")) == before
+
+
+def test_a_full_disk_while_unpacking_is_one_line(kernel_source: Source, tmp_path: Path) -> None:
+    """Issue 12: a cache on a small file system; the 276 MB tree does not fit in 64 MB."""
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(small)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.strip()}")
+    try:
+        env = {**os.environ, "HARNESS_CACHE": str(small / "cache")}
+        env.pop("HARNESS_KERNEL_SRC", None)
+        out = subprocess.run([sys.executable, "-m", "harness", "source", "--kernel-src",
+                              str(kernel_source.tree)], capture_output=True, text=True, env=env,
+                             timeout=600)
+        errors = [line for line in out.stderr.splitlines() if not line.startswith("==> ")]
+        assert out.returncode == 2, out.stderr[-2000:]
+        assert len(errors) == 1, out.stderr[-2000:]
+        assert errors[0].startswith(f"harness: error: {small / 'cache' / 'sources'}: no space left "
+                                    f"on device while unpacking the kernel source {kernel_source.tree}")
+        assert not any((small / "cache" / "sources").iterdir()), "a half-unpacked source was kept"
+    finally:
+        subprocess.run(["umount", str(small)], check=True)

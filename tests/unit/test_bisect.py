@@ -1,17 +1,20 @@
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import tarfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
 from harness import proc
-from harness.errors import InfraError, InputError, StageError
+from harness.errors import DiskFull, HarnessTimeout, InfraError, InputError, StageError, ToolMissing
 from harness.kernel import patches
 from harness.run import bisect as bs
+from harness.run import bisect_candidates as bc
 from harness.run.bisect import Candidate, StepResult, Verdict
 
 G, B, S, IE = Verdict.GOOD, Verdict.BAD, Verdict.SKIP, Verdict.INFRA
@@ -174,6 +177,49 @@ def test_runner_exceptions_map_to_verdicts() -> None:
     assert [c.index for c in outcome.possible] == [1, 2, 3]
 
 
+@pytest.mark.parametrize("error", [
+    ToolMissing("make: command not found (run 'harness doctor')"),
+    HarnessTimeout("pytest tests/x.py::t: timed out after 900s"),
+], ids=["tool-missing", "timeout"])
+def test_missing_tool_and_timeout_are_infrastructure_not_build_failures(
+        error: InfraError, tmp_path: Path) -> None:
+    """proc raises ToolMissing / HarnessTimeout: retried once, then an infra skip (tried again
+    on replay), never a SKIP as if the candidate could not be built."""
+    calls: list[int] = []
+
+    def runner(c: Candidate) -> StepResult:
+        calls.append(c.index)
+        if c.index == 2:
+            raise error
+        return StepResult(c, G if c.index < 4 else B)
+
+    log = tmp_path / "bisect.jsonl"
+    outcome = bs.bisect(make_candidates(5), runner, log=log, progress=quiet)
+    assert calls == [0, 4, 2, 2, 1, 3]
+    attempts = [s for s in outcome.steps if s.candidate.index == 2]
+    assert [(s.verdict, s.infra) for s in attempts] == [(IE, False), (S, True)]
+    assert str(error) in attempts[-1].detail
+    assert outcome.first_bad is not None and outcome.first_bad.index == 4
+    calls.clear()
+    bs.bisect(make_candidates(5), runner, log=tmp_path / "again.jsonl", replay_from=log,
+              progress=quiet)
+    assert calls == [2, 2], "an infrastructure skip is not reused from the log"
+
+
+def test_a_full_disk_stops_the_bisect() -> None:
+    calls: list[int] = []
+
+    def runner(c: Candidate) -> StepResult:
+        calls.append(c.index)
+        if c.index == 2:
+            raise DiskFull(Path("/cache/builds/x"), "building")
+        return StepResult(c, G if c.index < 4 else B)
+
+    with pytest.raises(DiskFull, match="no space left on device"):
+        bs.bisect(make_candidates(5), runner, progress=quiet)
+    assert calls == [0, 4, 2], "no retry and no further candidates once the disk is full"
+
+
 def test_infra_twice_at_an_endpoint() -> None:
     with pytest.raises(StageError, match="cannot be tested.*infrastructure error twice"):
         bs.bisect(make_candidates(3), FakeRunner({0: [IE, IE]}), progress=quiet)
@@ -221,7 +267,7 @@ def test_log_keeps_an_excerpt_of_long_details(tmp_path: Path) -> None:
     assert outcome.detail == text
     recorded = bs.replay(log)[-1].detail
     assert len(recorded) < 4100 and recorded.startswith("head\n") and recorded.endswith("\ntail")
-    assert "characters left out" in recorded
+    assert "characters cut" in recorded
 
 
 class Interrupt(Exception):
@@ -348,7 +394,7 @@ def repo(tmp_path: Path) -> Path:
 
 def test_git_candidates(repo: Path) -> None:
     shas = git(repo, "rev-list", "--reverse", "HEAD").split()
-    cands = bs.git_candidates(repo, "v0", "main~1")
+    cands = bc.git_candidates(repo, "v0", "main~1")
     assert [c.id for c in cands] == shas[:5]
     assert [c.subject for c in cands] == [f"change {i}" for i in range(5)]
     assert [c.index for c in cands] == list(range(5))
@@ -359,24 +405,24 @@ def test_git_candidates(repo: Path) -> None:
 
 def test_git_candidates_invalid_refs(repo: Path) -> None:
     with pytest.raises(InputError, match=rf"--good REF 'nope' is not a commit in {repo}"):
-        bs.git_candidates(repo, "nope", "main")
+        bc.git_candidates(repo, "nope", "main")
     with pytest.raises(InputError, match=r"--bad REF '--all' is not a commit"):
-        bs.git_candidates(repo, "v0", "--all")
+        bc.git_candidates(repo, "v0", "--all")
     with pytest.raises(InputError, match="not a git repository"):
-        bs.git_candidates(repo.parent, "v0", "main")
+        bc.git_candidates(repo.parent, "v0", "main")
     with pytest.raises(InputError, match="no such directory"):
-        bs.git_candidates(repo / "missing", "v0", "main")
+        bc.git_candidates(repo / "missing", "v0", "main")
 
 
 def test_git_candidates_order_and_ancestry(repo: Path) -> None:
     with pytest.raises(InputError, match=r"is not an ancestor of --bad v0 .* swap --good and --bad"):
-        bs.git_candidates(repo, "main", "v0")
+        bc.git_candidates(repo, "main", "v0")
     with pytest.raises(InputError, match="same commit"):
-        bs.git_candidates(repo, "main", "HEAD")
+        bc.git_candidates(repo, "main", "HEAD")
     git(repo, "checkout", "-q", "-b", "side", "main~3")
     commit(repo, "g.txt", "side\n", "side work")
     with pytest.raises(InputError, match=r"--good side \(\w+\) is not an ancestor of --bad main"):
-        bs.git_candidates(repo, "side", "main")
+        bc.git_candidates(repo, "side", "main")
 
 
 def test_git_candidates_follow_the_first_parent(repo: Path) -> None:
@@ -384,17 +430,29 @@ def test_git_candidates_follow_the_first_parent(repo: Path) -> None:
     side = commit(repo, "g.txt", "side\n", "side work")
     git(repo, "checkout", "-q", "main")
     git(repo, "merge", "-q", "--no-ff", "-m", "merge side", "side")
-    cands = bs.git_candidates(repo, "main~3", "main")
+    cands = bc.git_candidates(repo, "main~3", "main")
     assert [c.subject for c in cands] == ["change 3", "change 4", "change 5", "merge side"]
     assert side not in [c.id for c in cands]
     with pytest.raises(InputError, match="not on the first-parent history"):
-        bs.git_candidates(repo, "side", "main")
+        bc.git_candidates(repo, "side", "main")
+
+
+def test_git_worktree_on_a_full_disk_is_disk_full_and_leaves_nothing(
+        repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tarfile.TarFile, "extractall", full)
+    with pytest.raises(DiskFull, match=r"worktrees: no space left on device while exporting"):
+        with bc.git_worktree(repo, "main"):
+            pass
+    assert not any((Path(os.environ["HARNESS_CACHE"]) / "worktrees").iterdir())
 
 
 def test_git_worktree_leaves_the_repository_alone(repo: Path) -> None:
     (repo / "f.txt").write_text("uncommitted edit\n")
     head = git(repo, "rev-parse", "HEAD")
-    with bs.git_worktree(repo, "v0") as tree:
+    with bc.git_worktree(repo, "v0") as tree:
         assert (tree / "f.txt").read_text() == "version 0\n"
         assert not (tree / ".git").exists()
         assert (tree / "f.txt").stat().st_mode & 0o222 == 0
@@ -406,16 +464,16 @@ def test_git_worktree_leaves_the_repository_alone(repo: Path) -> None:
 
 
 def test_git_worktree_is_removed_on_error(repo: Path) -> None:
-    with pytest.raises(RuntimeError), bs.git_worktree(repo, "main") as tree:
+    with pytest.raises(RuntimeError), bc.git_worktree(repo, "main") as tree:
         raise RuntimeError
     assert not tree.exists()
-    with pytest.raises(InputError, match="commit 'nope' is not a commit"), bs.git_worktree(repo, "nope"):
+    with pytest.raises(InputError, match="commit 'nope' is not a commit"), bc.git_worktree(repo, "nope"):
         pass
 
 
 def test_git_worktree_files_carry_the_export_time(repo: Path) -> None:
     git(repo, "commit", "-q", "--amend", "--no-edit", "--date=2001-01-01T00:00:00")
-    with bs.git_worktree(repo, "main") as tree:
+    with bc.git_worktree(repo, "main") as tree:
         assert (tree / "f.txt").stat().st_mtime > 1_600_000_000
 
 
@@ -423,15 +481,15 @@ def test_stale_worktrees_of_dead_processes_are_removed(repo: Path) -> None:
     parent = Path(os.environ["HARNESS_CACHE"]) / "worktrees"
     stale = parent / "999999999-abc-x"
     (stale / "tree").mkdir(parents=True)
-    with bs.git_worktree(repo, "main"):
+    with bc.git_worktree(repo, "main"):
         assert not stale.exists()
 
 
 def test_git_source_shares_one_id_per_repository(repo: Path) -> None:
-    with bs.git_source(repo, "v0") as a:
+    with bc.git_source(repo, "v0") as a:
         a_id, a_origin = a.id, a.origin
         assert (a.tree / "f.txt").read_text() == "version 0\n"
-    with bs.git_source(repo, "main") as b:
+    with bc.git_source(repo, "main") as b:
         assert b.id == a_id
         assert b.origin != a_origin and b.origin.endswith("@" + git(repo, "rev-parse", "main"))
 
@@ -471,7 +529,7 @@ def root(tmp_path: Path) -> Path:
 
 def test_series_candidates(root: Path) -> None:
     series = patches.load_series("top", root)
-    cands = bs.series_candidates(series)
+    cands = bc.series_candidates(series)
     assert [c.id for c in cands] == ["top/(none)", "top/0001-line4.patch", "top/0002-line8.patch",
                                      "top/0003-line12.patch", "top/0004-line16.patch"]
     assert [c.prefix for c in cands] == [1, 2, 3, 4, 5]
@@ -479,15 +537,15 @@ def test_series_candidates(root: Path) -> None:
     assert cands[0].label == "the empty prefix of top (base chain: base)"
     assert cands[-1].label == "the full series top"
     assert cands[3].subject == "[PATCH 3/4] change line 12"
-    empty = bs.series_prefix(series, cands[0])
+    empty = bc.series_prefix(series, cands[0])
     assert [f"{p.series}/{p.name}" for p in empty.patches] == ["base/0001-one.patch"]
     assert empty.name == "top"
-    assert bs.series_prefix(series, cands[-1]).patches == series.patches
+    assert bc.series_prefix(series, cands[-1]).patches == series.patches
     assert len({c.digest for c in cands}) == len(cands)
 
 
 def test_series_without_a_base(root: Path) -> None:
-    cands = bs.series_candidates(patches.load_series("base", root))
+    cands = bc.series_candidates(patches.load_series("base", root))
     assert [c.prefix for c in cands] == [0, 1]
     assert cands[0].subject == "no patch of base (base chain: none, pristine source)"
 
@@ -500,13 +558,13 @@ def test_bisect_a_series_for_real(root: Path, tmp_path: Path) -> None:
         tree = tmp_path / f"tree-{c.index}"
         tree.mkdir()
         (tree / "f.txt").write_text(ORIGINAL)
-        patches.apply_series(bs.series_prefix(series, c), tree)
+        patches.apply_series(bc.series_prefix(series, c), tree)
         text = (tree / "f.txt").read_text()
         assert "line one\n" in text  # the base chain is always there
         bad = "line 12 changed" in text
         return StepResult(c, B if bad else G, "AssertionError: line 12 changed" if bad else "")
 
-    outcome = bs.bisect(bs.series_candidates(series), runner, progress=quiet)
+    outcome = bs.bisect(bc.series_candidates(series), runner, progress=quiet)
     assert outcome.first_bad is not None and outcome.first_bad.id == "top/0003-line12.patch"
     assert outcome.detail == "AssertionError: line 12 changed"
     assert outcome.runner_calls <= math.ceil(math.log2(5)) + 2

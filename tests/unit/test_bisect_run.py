@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from harness import cli
-from harness.errors import InputError
+from harness.errors import HarnessTimeout, InputError, StageError, ToolMissing
+from harness.kernel.build import BuildResult
 from harness.kernel.patches import Patch, Series
 from harness.results import parse_junit
 from harness.run import bisect_run
@@ -144,6 +145,34 @@ def test_no_junit_at_all_is_infrastructure(tmp_path: Path) -> None:
     assert verdict is Verdict.INFRA and "INTERNALERROR boom" in detail
     with pytest.raises(InputError, match="no such test"):
         bisect_run.verdict_from_junit(tmp_path / "none.xml", "t.py::x", 4)
+
+
+def test_a_test_run_that_times_out_is_infrastructure(suite: Path) -> None:
+    """proc kills the child and raises HarnessTimeout (an InfraError): the engine retries it."""
+    (suite / "test_hang.py").write_text("import time\n\ndef test_hangs():\n    time.sleep(600)\n")
+    with pytest.raises(HarnessTimeout, match="pytest test_hang.py::test_hangs: timed out"):
+        bisect_run.run_test(BZ, "test_hang.py::test_hangs", None, "default", timeout=2, cwd=suite)
+
+
+def test_a_missing_tool_during_a_build_is_infrastructure_not_a_skip() -> None:
+    candidate = Candidate(1, "s/0001", "subject")
+    tested: list[Path] = []
+
+    def test(bzimage: Path) -> tuple[Verdict, str]:
+        tested.append(bzimage)
+        return Verdict.GOOD, ""
+
+    def missing_make() -> BuildResult:
+        raise ToolMissing("make: command not found (run 'harness doctor')")
+
+    def compile_error() -> BuildResult:
+        raise StageError("build rcfs/default failed (exit 2)", stage="build")
+
+    with pytest.raises(ToolMissing):
+        bisect_run._built_step(candidate, 0.0, missing_make, test)
+    step = bisect_run._built_step(candidate, 0.0, compile_error, test)
+    assert step.verdict is Verdict.SKIP and step.detail.startswith("build failed: build rcfs/default")
+    assert not tested
 
 
 def _patch(series: str, name: str) -> Patch:

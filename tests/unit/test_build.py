@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import difflib
+import errno
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from harness import cache
-from harness.errors import InputError, StageError
-from harness.kernel import build
+from harness import cache, proc
+from harness.errors import DiskFull, InputError, StageError
+from harness.kernel import build, build_entry
 from harness.kernel.config import ConfigRequest
 from harness.kernel.patches import load_series
 from harness.kernel.source import Source
@@ -25,6 +28,8 @@ oldconfig:
 bzImage:
 \t@echo bzImage >> $(O)/../make-calls
 \t@if grep -q BROKEN kernel/rcfs.c; then echo 'kernel/rcfs.c:1: error: broken'; exit 2; fi
+\t@if grep -q DISKFULL kernel/rcfs.c; then echo 'ld: final link failed: No space left on device'; \\
+\t  echo 'make[1]: *** [Makefile:746: vmlinux] Error 1'; exit 2; fi
 \t@echo '$(if $(findstring s,$(firstword x$(MAKEFLAGS))),,  CC      kernel/rcfs.o)'
 \t@echo 'kernel/rcfs.c:2: warning: unused'
 \t@mkdir -p $(O)/arch/i386/boot
@@ -177,3 +182,157 @@ def test_make_flags_of_a_parent_make_do_not_reach_kbuild(
     monkeypatch.setenv("MAKELEVEL", "1")
     result = build.build(request(pristine, patch_root))
     assert "  CC      kernel/rcfs.o" in result.log.read_text()
+
+
+# --- damaged entries (issue 12): checked when read, moved aside, built anew --------------
+
+
+def _damage(result: build.BuildResult, change: Any) -> None:
+    meta = json.loads(result.meta_path.read_text())
+    result.meta_path.write_text(json.dumps(change(meta)))
+
+
+def _moved_aside(result: build.BuildResult) -> list[Path]:
+    return list(result.directory.parent.glob(result.directory.name + ".bad-*"))
+
+
+def _without(meta: dict[str, Any], name: str) -> dict[str, Any]:
+    return {k: v for k, v in meta.items() if k != name}
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    (lambda meta: [], "meta.json holds a JSON list, expected an object"),
+    (lambda meta: "text", "meta.json holds a JSON str, expected an object"),
+    (lambda meta: _without(meta, "paths"), "paths is missing, expected an object"),
+    (lambda meta: {**meta, "paths": {**meta["paths"], "bzImage": "/boot/vmlinuz"}},
+     "paths.bzImage /boot/vmlinuz is not this entry's"),
+    (lambda meta: {**meta, "key": "0" * 16}, "meta.json is for key '0000000000000000'"),
+    (lambda meta: {**meta, "warnings": "many"}, "warnings is 'many'"),
+    (lambda meta: _without(meta, "inputs"), "inputs is missing"),
+], ids=["list", "string", "no-paths", "path-outside", "key-mismatch", "warnings", "no-inputs"])
+def test_a_damaged_meta_is_moved_aside_and_rebuilt(
+        pristine: Path, patch_root: Path, capsys: pytest.CaptureFixture[str], change: Any,
+        reason: str) -> None:
+    first = build.build(request(pristine, patch_root))
+    _damage(first, change)
+    capsys.readouterr()
+    again = build.build(request(pristine, patch_root))
+    assert not again.cached and again.directory == first.directory
+    assert again.bzimage == first.directory / "out/arch/i386/boot/bzImage"
+    assert again.bzimage.read_text() == "int rcfs_v2;\n"
+    err = capsys.readouterr().err
+    assert f"{first.directory}: damaged build entry: {reason}" in err, err
+    assert len(_moved_aside(first)) == 1
+    assert build.build(request(pristine, patch_root)).cached  # the new entry is sound
+
+
+def test_a_meta_pointing_at_another_builds_kernel_is_never_used(
+        pristine: Path, patch_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The worst case seen: paths.bzImage of one entry naming another entry's kernel."""
+    mine = build.build(request(pristine, patch_root))
+    other = build.build(request(pristine, patch_root, {"CONFIG_A": "y", "CONFIG_N": "4"}))
+    assert other.directory != mine.directory
+    other.bzimage.write_text("the other kernel\n")
+    _damage(mine, lambda meta: {**meta, "paths": {**meta["paths"], "bzImage": str(other.bzimage)}})
+    again = build.build(request(pristine, patch_root))
+    assert again.bzimage.read_text() == "int rcfs_v2;\n"
+    assert other.directory not in again.bzimage.parents
+    assert "is not this entry's" in capsys.readouterr().err
+
+
+def test_an_artefact_symlinked_out_of_the_entry_is_refused(
+        pristine: Path, patch_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    mine = build.build(request(pristine, patch_root))
+    elsewhere = tmp_path / "elsewhere-bzImage"
+    elsewhere.write_text("not this build\n")
+    mine.bzimage.unlink()
+    mine.bzimage.symlink_to(elsewhere)
+    capsys.readouterr()
+    again = build.build(request(pristine, patch_root))
+    assert not again.bzimage.is_symlink() and again.bzimage.read_text() == "int rcfs_v2;\n"
+    assert "paths.bzImage" in (err := capsys.readouterr().err) and "lies outside the entry" in err
+    assert len(_moved_aside(mine)) == 1
+
+
+def test_meta_round_trip(tmp_path: Path) -> None:
+    directory = tmp_path / "rcfs-default-0123456789abcdef"
+    meta = build_entry.new_meta(directory, "0123456789abcdef", {"a": 1}, 1.5, 3, 2)
+    build_entry.write_meta(directory, meta)
+    assert build_entry.read_meta(directory, build_entry.entry_key(directory)) == meta
+    assert build_entry.read_meta(tmp_path / "none", "x") is None
+    with pytest.raises(build_entry.BadEntry, match="is for key"):
+        build_entry.read_meta(directory, "fedcba9876543210")
+
+
+# --- -j and full disks (issue 12) --------------------------------------------------------
+
+
+@pytest.mark.parametrize("jobs", [0, -3])
+def test_bad_job_count_is_refused_before_anything_and_keeps_the_meta(
+        pristine: Path, patch_root: Path, jobs: int) -> None:
+    first = build.build(request(pristine, patch_root))
+    meta = first.meta_path.read_text()
+    good = request(pristine, patch_root)
+    with pytest.raises(InputError, match=rf"-j {jobs}: expected .* 1 or more"):
+        build.build(build.BuildRequest(good.source, good.series, good.config, jobs=jobs), force=True)
+    assert first.meta_path.read_text() == meta
+
+
+def test_a_full_disk_at_link_time_names_the_entry_and_the_cause(
+        pristine: Path, patch_root: Path) -> None:
+    (patch_root / "s" / "0001-v2.patch").write_text(make_patch("kernel/rcfs.c", RCFS_V1, "DISKFULL\n"))
+    with pytest.raises(DiskFull) as err:
+        build.build(request(pristine, patch_root))
+    message = str(err.value)
+    entry = next((cache.root() / "builds").iterdir())
+    assert "\n" not in message and message.startswith(f"{entry}: no space left on device")
+    assert "ld: final link failed: No space left on device" in message
+    assert str(entry / "build.log") in message
+    assert not (entry / "meta.json").exists()
+
+
+def test_a_full_disk_while_hard_linking_leaves_nothing(
+        pristine: Path, patch_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_run = proc.run
+
+    def run(argv: Any, **kwargs: Any) -> proc.Completed:
+        if list(argv[:2]) == ["cp", "-al"]:
+            return proc.Completed(tuple(argv), 1, "", "cp: cannot create hard link 'b' to 'a': "
+                                  "No space left on device\n", 0.1)
+        return real_run(argv, **kwargs)
+
+    monkeypatch.setattr(proc, "run", run)
+    with pytest.raises(DiskFull, match="no space left on device while hard-linking the source"):
+        build.build(request(pristine, patch_root))
+    assert not any((cache.root() / "builds").iterdir())
+
+
+def test_a_full_disk_while_writing_the_log_is_one_error(
+        pristine: Path, patch_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def stream(*args: Any, **kwargs: Any) -> proc.Completed:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(proc, "stream", stream)
+    with pytest.raises(DiskFull, match="no space left on device while building s/fake"):
+        build.build(request(pristine, patch_root))
+
+
+def test_a_prebuilt_kernel_uses_its_entry_meta_only_when_sound(
+        pristine: Path, patch_root: Path, tmp_path: Path) -> None:
+    """prepare_prebuilt (harness bisect's pytest child) reads the meta of the kernel it is given."""
+    from harness.run import target
+
+    result = build.build(request(pristine, patch_root))
+    meta = target._prebuilt_meta(result.bzimage)
+    assert meta is not None and meta.paths["log"] == result.log and meta.warnings == result.warnings
+    _damage(result, lambda meta: {**meta, "paths": {**meta["paths"], "log": "/etc/shadow"}})
+    assert target._prebuilt_meta(result.bzimage) is None
+    result.meta_path.write_text("[]")
+    assert target._prebuilt_meta(result.bzimage) is None
+    result.meta_path.write_text(json.dumps({"key": result.key}))
+    assert target._prebuilt_meta(result.bzimage) is None
+    assert result.bzimage.is_file() and not _moved_aside(result), "the caller's kernel stays"
+    loose = tmp_path / "a" / "b" / "c" / "d" / "e" / "bzImage"
+    loose.parent.mkdir(parents=True)
+    loose.write_text("x")
+    assert target._prebuilt_meta(loose) is None

@@ -208,3 +208,51 @@ def test_test_bad_shard(capsys: pytest.CaptureFixture[str], value: str, tmp_path
     monkeypatch.chdir(tmp_path)  # a results/ directory would appear here
     expect_one_line_error(capsys, ["test", "--shard", value], f"--shard {value!r}", "expected I/N")
     assert not any(tmp_path.iterdir())
+
+
+# --- hostile or impossible values, refused before any work (issue 12) ----------------------
+
+
+@pytest.mark.parametrize("value", [
+    'CONFIG_LOCALVERSION="$$(id>{marker})"',
+    'CONFIG_LOCALVERSION="$(shell id>{marker})"',
+    'CONFIG_LOCALVERSION="`id>{marker}`"',
+    'CONFIG_LOCALVERSION="a;id>{marker}"',
+    'CONFIG_LOCALVERSION="a\\"b"',
+    'CONFIG_LOCALVERSION="a\nb"',
+    "CONFIG_LOCALVERSION=$(id>{marker})",
+], ids=["dollar-dollar", "make-shell", "backquotes", "semicolon", "inner-quote", "newline",
+        "unquoted"])
+def test_a_set_value_make_or_a_shell_would_evaluate_is_refused(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, value: str) -> None:
+    marker = tmp_path / "ran"
+    text = value.format(marker=marker)
+    line = expect_one_line_error(capsys, ["build", "--set", text], "--set ")
+    assert "letters, digits, spaces" in line or "expected y, m, n, a number" in line, line
+    assert not marker.exists()
+
+
+def test_a_safe_string_value_passes_the_check(capsys: pytest.CaptureFixture[str]) -> None:
+    # accepted by the check: the command goes on and fails later for want of a source
+    code = cli.main(["build", "--set", 'CONFIG_LOCALVERSION="-rc1 test:a/b=c,d+e_f.g"'])
+    assert code == 2 and "no Linux 2.6.20 source available" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    ["build", "-j", "-3"], ["build", "-j", "0"], ["build", "--force", "-j", "-3"],
+    ["bisect", "--series", "rcfs", "--test", "x.py::t", "-j", "0"], ["test", "-j", "-1"],
+])
+def test_a_job_count_below_one_is_refused_up_front(capsys: pytest.CaptureFixture[str],
+                                                   tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   argv: list[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    value = argv[argv.index("-j") + 1]
+    expect_one_line_error(capsys, argv, f"-j {value}: expected", "1 or more")
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_junk_tarball_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    junk = tmp_path / "junk.tar.gz"
+    junk.write_bytes(bytes(range(256)) * 8)
+    expect_one_line_error(capsys, ["source", "--kernel-src", str(junk)], str(junk),
+                          "not a tar archive", compare=lambda: listing(cache.root() / "sources"))

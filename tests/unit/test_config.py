@@ -172,3 +172,22 @@ def test_project_configs_render() -> None:
             default["CONFIG_MAX_RC_HIERARCHIES"]) == ("y", "8", "4")
     assert config.render("norcfs").symbols["CONFIG_RCFS"] == "n"
     assert config.render("debug").symbols["CONFIG_PROVE_LOCKING"] == "y"
+
+
+@pytest.mark.parametrize("value", ['"$(id)"', '"$$(id)"', '"`id`"', '"a;b"', '"a|b"', '"a\\"b"',
+                                   '"a\nb"', '"a\\\\b"', "'a'", "$(id)", "y;id", '"a#b"', '"a\'b"'])
+def test_values_make_or_a_shell_would_evaluate_are_refused(value: str) -> None:
+    with pytest.raises(InputError) as err:
+        config.parse_set(f"CONFIG_LOCALVERSION={value}")
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("value", ["y", "m", "n", "8", "-1", "0x1F", '""', '"-rc1"',
+                                   '"console=ttyS0,115200 root=/dev/ram0"', '"a+b_c.d:e"'])
+def test_safe_values_are_kept_as_they_are(value: str) -> None:
+    assert config.parse_set(f"CONFIG_X={value}") == ("CONFIG_X", value)
+
+
+def test_a_fragment_with_an_unsafe_string_is_refused() -> None:
+    with pytest.raises(InputError, match=r"frag:2: CONFIG_CMDLINE: the string may hold only"):
+        config.parse_fragment('CONFIG_A=y\nCONFIG_CMDLINE="$(shell id)"\n', "frag")

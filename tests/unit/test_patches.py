@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import InputError, StageError
+from harness import proc
+from harness.errors import DiskFull, InputError, StageError
 from harness.kernel import patches
 
 ORIGINAL = "".join(f"line {i}\n" for i in range(1, 21))
@@ -133,3 +134,30 @@ def test_project_series_are_well_formed() -> None:
         series = patches.load_series(name)
         assert series.chain[-1] == name
         assert series.patches, name
+
+
+def test_a_dangerous_file_name_is_named_in_the_message(root: Path, tree: Path) -> None:
+    (root / "evil").mkdir()
+    (root / "evil" / "0001-evil.patch").write_text(
+        "Subject: [PATCH] evil\n\n---\n--- a/../evil.c\n+++ b/../evil.c\n@@ -0,0 +1 @@\n+x\n")
+    (root / "evil" / "series").write_text("0001-evil.patch\n")
+    with pytest.raises(StageError) as err:
+        patches.apply_series(patches.load_series("evil", root), tree)
+    message = str(err.value)
+    assert message.startswith("patch evil/0001-evil.patch: Ignoring potentially dangerous file "
+                              "name ../evil.c; target file not found")
+    assert "\n" not in message
+    assert not (tree.parent / "evil.c").exists()
+
+
+def test_a_full_disk_while_patching_is_disk_full(root: Path, tree: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    def run(argv: list[str], **kwargs: object) -> proc.Completed:
+        return proc.Completed(tuple(argv), 2, "patching file f.txt\n",
+                              "patch: **** write error : No space left on device\n", 0.1)
+
+    monkeypatch.setattr(proc, "run", run)
+    with pytest.raises(DiskFull) as err:
+        patches.apply_patch(patches.load_series("base", root).patches[0], tree)
+    assert str(err.value).startswith(f"{tree}: no space left on device while applying "
+                                     "base/0001-three.patch (patch: **** write error")

@@ -7,13 +7,26 @@ import sys
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from harness import proc
 from harness import results as report
-from harness.errors import InputError
-from harness.results import BootRecord, BuildRecord, Checkout, PatchFile, ResultsDir, Summary, TestRecord
+from harness.errors import GuestCrash, InfraError, InputError
+from harness.results import (
+    BootRecord,
+    BuildRecord,
+    Checkout,
+    PatchFile,
+    ResultsDir,
+    StageRecord,
+    Summary,
+    TestRecord,
+    html,
+    junit,
+    resultsdir,
+)
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "report"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -45,7 +58,7 @@ def records(junit_file: Path) -> dict[str, TestRecord]:
 
 
 def _build(series: str = "rcfs", config: str = "default", status: report.Status = "PASS",
-           **kw: object) -> BuildRecord:
+           **kw: Any) -> BuildRecord:
     return BuildRecord.new(series, config, status, duration=312.5, log_path=str(DATA / "build.log"),
                            bzimage_path="/cache/builds/x/out/arch/i386/boot/bzImage", warnings=1, **kw)
 
@@ -114,18 +127,45 @@ def test_junit_messages_and_excerpts(records: dict[str, TestRecord]) -> None:
     assert records["test_guest.py::test_mount_rcfs"].console_excerpt == "[    1.204] rcfs: mounted on /rcfs"
 
 
+def _case(props: dict[str, str], failure: str = "", name: str = "t") -> str:
+    properties = "".join(f'<property name="{k}" value="{v}"/>' for k, v in props.items())
+    return (f'<testcase classname="weird.name" name="{name}" time="1.5"><properties>{properties}</properties>'
+            f"{failure}<system-out>ignored</system-out><system-err>kernel</system-err></testcase>")
+
+
 def test_junit_properties_override_and_nodeid(tmp_path: Path) -> None:
     f = tmp_path / "j.xml"
-    f.write_text(
-        '<testsuite name="pytest"><testcase classname="weird.name" name="t" time="1.5">'
-        '<properties><property name="nodeid" value="guest/test_a.py::t"/>'
-        '<property name="console_log" value="from property"/></properties>'
-        '<failure message="harness.errors.InfraError: qemu died">E   harness.errors.InfraError</failure>'
-        "<system-out>ignored</system-out><system-err>kernel</system-err></testcase></testsuite>"
-    )
+    f.write_text('<testsuite name="pytest">' + _case(
+        {"nodeid": "guest/test_a.py::t", "console_log": "from property", "error_kind": InfraError.kind},
+        '<failure message="qemu died">E   ConnectionError</failure>') + "</testsuite>")
     (r,) = report.parse_junit(f, "b")
     assert (r.path, r.status, r.duration) == ("guest/test_a.py::t", "ERROR", 1.5)
     assert (r.console_excerpt, r.kernel_log_excerpt) == ("from property", "kernel")
+
+
+def test_junit_error_is_told_apart_by_its_kind_never_by_its_text(tmp_path: Path) -> None:
+    f = tmp_path / "j.xml"
+    infra_text = ('<failure message="harness.errors.InfraError: qemu died">'
+                  "E   harness.errors.InfraError</failure>")
+    f.write_text('<testsuite name="pytest">'
+                 + _case({"nodeid": "test_a.py::text_only"}, infra_text)
+                 + _case({"nodeid": "test_a.py::crash", "error_kind": GuestCrash.kind}, infra_text)
+                 + _case({"nodeid": "test_a.py::timeout", "error_kind": "timeout"},
+                         '<failure message="assert 1 == 2">E   assert</failure>')
+                 + "</testsuite>")
+    got = {r.path.rsplit("::", 1)[1]: r.status for r in report.parse_junit(f, "b")}
+    # the text says InfraError, but no kind was recorded: a verdict; a guest crash is a verdict too
+    assert got == {"text_only": "FAIL", "crash": "FAIL", "timeout": "ERROR"}
+
+
+def test_junit_tests_go_to_the_kernel_they_ran_on(tmp_path: Path) -> None:
+    f = tmp_path / "j.xml"
+    f.write_text('<testsuite name="pytest">' + _case({"nodeid": "test_a.py::t1"}, name="t1")
+                 + _case({"nodeid": "test_a.py::t2"}, name="t2") + "</testsuite>")
+    records = report.parse_junit(f, "harness:cell", kernels={"test_a.py::t2": "harness:other"})
+    assert [(r.path, r.build_id, r.id) for r in records] == [
+        ("test_a.py::t1", "harness:cell", "harness:cell:test_a.py::t1"),
+        ("test_a.py::t2", "harness:other", "harness:other:test_a.py::t2")]
 
 
 def test_junit_bad_input(tmp_path: Path) -> None:
@@ -158,7 +198,7 @@ def test_clean_captured() -> None:
     "guest/rcfs/test_mount.py::TestMount::test_twice[ro]",
 ])
 def test_nodeid_survives_junit_names(nodeid: str) -> None:
-    assert report._nodeid(*report._junit_name(nodeid)) == nodeid
+    assert junit.nodeid_of(*junit.junit_name(nodeid)) == nodeid
 
 
 # --------------------------------------------------------------------------- summary, layout
@@ -202,7 +242,8 @@ def test_create_makes_timestamped_directories(tmp_path: Path) -> None:
 def test_summary_round_trip(tmp_path: Path, junit_file: Path) -> None:
     rd = _results(tmp_path, junit_file)
     data = json.loads((rd.path / "summary.json").read_text())
-    assert data["version"] == {"major": 1, "minor": 0}
+    assert data["version"] == {"major": 1, "minor": 1}
+    assert data["interrupted"] is None
     assert data["origin"] == "harness"
     assert {"checkouts", "builds", "boots", "tests"} <= data.keys()
     loaded = report.load_summary(rd.path)
@@ -234,7 +275,7 @@ def test_write_is_atomic(tmp_path: Path, junit_file: Path, monkeypatch: pytest.M
     def boom(summary: Summary) -> str:
         raise RuntimeError("renderer crashed")
 
-    monkeypatch.setattr(report, "render_html", boom)
+    monkeypatch.setattr(resultsdir, "render_html", boom)
     with pytest.raises(RuntimeError):
         rd.write()
     after = {p.name: p.read_bytes() for p in rd.path.iterdir() if p.is_file()}
@@ -354,9 +395,18 @@ def _summary(tests: list[report.Status], build: report.Status = "PASS", boot: re
     (_summary(["PASS"], build="FAIL"), 2),
     (_summary(["PASS"], boot="ERROR"), 2),
     (_summary(["FAIL"], boot="FAIL"), 2),
+    (_summary(["PASS", "MISS"]), 2),
+    (_summary(["PASS"], build="MISS"), 2),
 ], ids=["empty", "pass", "skip", "xfail", "fail", "xpass-strict", "error", "build-fail", "boot-error",
-        "boot-fail-wins"])
+        "boot-fail-wins", "test-not-run", "build-not-run"])
 def test_exit_code(summary: Summary, code: int) -> None:
+    assert report.exit_code(summary) == code
+
+
+@pytest.mark.parametrize(("name", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_exit_code_of_an_interrupted_run(name: str, code: int) -> None:
+    summary = _summary(["PASS", "FAIL"])
+    summary.interrupted = name
     assert report.exit_code(summary) == code
 
 
@@ -458,7 +508,7 @@ def test_html_without_anything(tmp_path: Path) -> None:
 def test_index_html_in_headless_chromium(tmp_path: Path, junit_file: Path) -> None:
     rd = _results(tmp_path, junit_file)
     failed = next(t for t in rd.summary.tests if t.path.endswith("test_create_class"))
-    anchor = report._anchor("test", failed.id)
+    anchor = html.anchor("test", failed.id)
     # A copy of the page with a probe appended: it runs after the page's own script has
     # opened the linked failure, and writes what is really rendered into the DOM.
     probe = """<script>
@@ -501,3 +551,83 @@ def test_index_html_in_headless_chromium(tmp_path: Path, junit_file: Path) -> No
                       env={"HOME": str(tmp_path)})
     assert result.returncode == 0, result.stderr[-2000:]
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+
+
+# --------------------------------------------------------------------------- stages, not run, interrupted
+
+
+def _stage_failed(tmp_path: Path) -> ResultsDir:
+    """One kernel built, its image stage failed, its three tests not run; another kernel never started."""
+    rd = ResultsDir(tmp_path / "stage")
+    good = rd.add_build(_build(kernel="rcfs/default[RCFS_TESTSS=y]", overrides=["CONFIG_RCFS_TESTSS=y"]))
+    log = tmp_path / "image.log"
+    log.write_text("busybox: make failed\n")
+    rd.add_stage(StageRecord(id=f"{good.id}:image", build_id=good.id, stage="image", status="ERROR",
+                             message="busybox: make failed (exit 2) <b>", kind="stage", log_path=str(log)))
+    said: list[report.Status] = ["ERROR", "SKIP", "SKIP"]
+    for n, status in enumerate(said):  # what pytest said: the first met the error
+        rd.add_test(TestRecord(id=f"{good.id}:t{n}", build_id=good.id, path=f"test_x.py::t{n}",
+                               status=status, not_run="the image stage failed"))
+    rd.add_build(BuildRecord.new("rcfs", "debug", "MISS", message="not run: interrupted by SIGTERM"))
+    rd.summary.interrupted = "SIGTERM"
+    rd.write()
+    return rd
+
+
+def test_a_failed_stage_and_tests_not_run(tmp_path: Path) -> None:
+    rd = _stage_failed(tmp_path)
+    s = rd.summary
+    assert [t.status for t in s.tests] == ["MISS"] * 3
+    assert s.stages[0].log_path == "logs/rcfs_default_RCFS_TESTSS_y/image.log"
+    counts = s.counts()
+    assert (counts["MISS"], counts["ERROR"]) == (3, 0)
+    assert (counts["stages_failed"], counts["builds_not_run"]) == (1, 1)
+    assert report.load_summary(rd.path) == s
+    suites = {x.get("name"): x for x in ET.parse(rd.path / "junit.xml").getroot().iter("testsuite")}
+    kernel = suites["rcfs/default[RCFS_TESTSS=y]"]
+    assert (kernel.get("tests"), kernel.get("errors"), kernel.get("skipped")) == ("5", "1", "3")
+    (error,) = [c for c in kernel.iter("testcase") if c.find("error") is not None]
+    assert (error.get("classname"), error.get("name")) == ("harness", "image")
+    skipped = [c.find("skipped") for c in kernel.iter("testcase") if c.find("skipped") is not None]
+    assert {(x.get("type"), x.get("message")) for x in skipped if x is not None} == {
+        ("harness.not_run", "not run: the image stage failed")}
+    # the rendered JUnit reads back as the same tests
+    again = ResultsDir(tmp_path / "again")
+    again.add_tests_from_junit(rd.path / "junit.xml", "x")
+    assert sorted((t.path, t.status, t.not_run) for t in again.summary.tests if "test_x" in t.path) == [
+        (f"test_x.py::t{n}", "MISS", "the image stage failed") for n in range(3)]
+
+
+def test_html_shows_the_stage_the_tests_not_run_and_the_interrupt(tmp_path: Path) -> None:
+    rd = _stage_failed(tmp_path)
+    html_text = (rd.path / "index.html").read_text()
+    page = _Page()
+    page.feed(html_text)
+    assert "row-stage-image" in page.ids and "interrupted" in page.ids
+    assert "Interrupted by SIGTERM" in html_text and "kernels never started: rcfs/debug" in html_text
+    assert "exit code 143" in html_text
+    texts = [c["text"].strip() for c in page.cells]
+    assert texts.count("NOT RUN") == 4  # three tests and the kernel never built
+    image_cell = next(c for c in page.cells if c["text"].startswith("ERROR"))
+    assert image_cell["href"][1:] in page.ids  # the stage's failure section
+    assert "busybox: make failed (exit 2) &lt;b&gt;" in html_text
+    assert "3 not run" in html_text and "1 stage failed" in html_text
+
+
+def test_merge_keeps_the_interrupt_and_a_build_that_ran_elsewhere(tmp_path: Path) -> None:
+    a = _stage_failed(tmp_path)
+    b = ResultsDir(tmp_path / "b")
+    b.add_build(BuildRecord.new("rcfs", "debug", "PASS"))
+    b.write()
+    merged = report.merge([a.path, b.path], tmp_path / "out")
+    assert merged.interrupted == "SIGTERM"
+    assert {x.kernel: x.status for x in merged.builds} == {
+        "rcfs/default[RCFS_TESTSS=y]": "PASS", "rcfs/debug": "PASS"}
+    assert [(x.stage, x.log_path) for x in merged.stages] == [
+        ("image", "logs/rcfs_default_RCFS_TESTSS_y/image.log")]
+    assert (tmp_path / "out" / "logs" / "rcfs_default_RCFS_TESTSS_y" / "image.log").is_file()
+
+
+def test_summary_refuses_an_unknown_signal() -> None:
+    with pytest.raises(InputError, match="signal name"):
+        Summary.from_dict({"version": {"major": 1, "minor": 1}, "interrupted": "SIGWHATEVER"})

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness import cache
-from harness.errors import InputError
+from harness.errors import InputError, StageError
 from harness.machine import snapshot, vm
 
 
@@ -57,7 +57,8 @@ def _fake_snapshot(cfg: vm.VMConfig, state: bytes = b"state bytes") -> Path:
     directory = snapshot.root() / snapshot.key(cfg)
     directory.mkdir(parents=True)
     (directory / snapshot.STATE).write_bytes(state)
-    meta = {"format": snapshot.FORMAT, "size": len(state), "sha256": cache.file_sha256(directory / "state"),
+    meta = {"format": snapshot.FORMAT, "key": snapshot.key(cfg), "size": len(state),
+            "sha256": cache.file_sha256(directory / "state"),
             "boot_seconds": 0.9, "milestones": {"sshd-up": 0.9}, "kernel": str(cfg.kernel),
             "kernel_sha256": cache.file_sha256(cfg.kernel)}
     (directory / snapshot.META).write_text(json.dumps(meta))
@@ -74,36 +75,54 @@ def test_find_returns_a_sound_snapshot(cfg: vm.VMConfig) -> None:
     assert resumed.incoming == found.state and resumed.kernel == cfg.kernel
 
 
-@pytest.mark.parametrize("damage", ["truncated", "same size, other bytes", "no meta", "other format"])
-def test_a_damaged_snapshot_is_removed(cfg: vm.VMConfig, damage: str) -> None:
+@pytest.mark.parametrize("damage", ["truncated", "same size, other bytes", "no meta", "other format",
+                                    "meta is a list", "meta without sha256", "another key",
+                                    "meta not JSON"])
+def test_a_damaged_snapshot_is_moved_aside(cfg: vm.VMConfig, damage: str,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
     directory = _fake_snapshot(cfg)
     state, meta = directory / "state", directory / "meta.json"
+    good = json.loads(meta.read_text())
     if damage == "truncated":
         state.write_bytes(b"state")
     elif damage == "same size, other bytes":
         state.write_bytes(b"STATE BYTES")
     elif damage == "no meta":
         meta.unlink()
+    elif damage == "other format":
+        meta.write_text(json.dumps({**good, "format": "0"}))
+    elif damage == "meta is a list":
+        meta.write_text("[]")
+    elif damage == "meta without sha256":
+        meta.write_text(json.dumps({k: v for k, v in good.items() if k != "sha256"}))
+    elif damage == "another key":
+        meta.write_text(json.dumps({**good, "key": "0" * 16}))
     else:
-        meta.write_text(json.dumps({**json.loads(meta.read_text()), "format": "0"}))
-    assert snapshot.find(cfg) is None
+        meta.write_text("{not json")
+    assert snapshot.find(cfg) is None  # never a traceback, never another entry's state
     if damage != "no meta":  # an unfinished directory is left to staged_dir's owner
         assert not directory.exists()
+        aside = list(directory.parent.glob(f"{directory.name}.bad-*"))
+        assert len(aside) == 1 and (aside[0] / "state").exists()  # kept for inspection
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "damaged saved boot" in err[0] and "moved aside" in err[0]
 
 
 def test_qemu_argv_resumes_with_a_quoted_path_and_a_monitor(cfg: vm.VMConfig, tmp_path: Path) -> None:
     state = tmp_path / "it's here" / "state"
-    argv = vm.qemu_argv(dataclasses.replace(cfg, incoming=state, qmp_socket=tmp_path / "qmp"), 5555)
+    argv = vm.qemu_argv(dataclasses.replace(cfg, incoming=state), 5555, tmp_path / "qmp")
     incoming = argv[argv.index("-incoming") + 1]
     assert incoming.startswith("exec:cat ")
     assert shlex.split(incoming.removeprefix("exec:")) == ["cat", str(state)]  # one word for the shell
-    assert argv[argv.index("-qmp") + 1] == f"unix:{tmp_path / 'qmp'},server=on,wait=off"
+    # QEMU connects its monitor to the harness's socket (client mode: no server=on)
+    assert argv[argv.index("-chardev") + 1] == f"socket,id=qmp,path={tmp_path / 'qmp'}"
+    assert argv[argv.index("-mon") + 1] == "chardev=qmp,mode=control"
     with pytest.raises(InputError, match="no commas"):
-        vm.qemu_argv(dataclasses.replace(cfg, qmp_socket=tmp_path / "a,b"), 5555)
+        vm.qemu_argv(cfg, 5555, tmp_path / "a,b")
 
 
-def test_save_state_needs_a_monitor(cfg: vm.VMConfig, tmp_path: Path) -> None:
-    with pytest.raises(Exception, match="QMP socket"):
+def test_save_state_needs_a_running_guest(cfg: vm.VMConfig, tmp_path: Path) -> None:
+    with pytest.raises(StageError, match="not started|not running"):
         vm.VM(cfg).save_state(tmp_path / "state")
 
 

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import errno
 import http.server
 import io
+import json
 import os
+import shutil
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -11,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from harness import cache
-from harness.errors import InputError, StageError
+from harness.errors import DiskFull, InputError, StageError
 from harness.kernel import source
 
 MAKEFILE = "VERSION = 2\nPATCHLEVEL = 6\nSUBLEVEL = 20\nEXTRAVERSION =\nNAME = Homicidal Dwarf Hamster\n"
@@ -116,13 +119,19 @@ def test_no_source_names_the_three_ways() -> None:
     assert source.TARBALL in text and "kernel.org" in text
 
 
-def test_corrupted_cached_tarball_is_moved_aside() -> None:
+def test_corrupted_cached_tarball_is_moved_aside(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
     downloads = cache.subdir("downloads")
     (downloads / source.TARBALL).write_bytes(b"truncated")
-    with pytest.raises(StageError, match="does not match the pinned"):
-        source.resolve(None, allow_download=False)
+    with pytest.raises(StageError, match="no Linux 2.6.20 source available"):
+        source.resolve(None, allow_download=False)  # nothing else to fall back on
     assert not (downloads / source.TARBALL).exists()
     assert len(list(downloads.glob(source.TARBALL + ".bad-*"))) == 1
+    assert "does not match the pinned" in capsys.readouterr().err
+    # with a cached tree to fall back on, the next way is taken
+    src = source.resolve(str(fake_tarball(tmp_path)))
+    (downloads / source.TARBALL).write_bytes(b"truncated again")
+    assert source.resolve(None, allow_download=False) == src
 
 
 def test_cached_tree_is_found_without_explicit_source(tmp_path: Path) -> None:
@@ -200,9 +209,94 @@ def test_download_with_wrong_checksum_keeps_nothing_usable(
     with pytest.raises(StageError, match="expected"):
         source.download(url, dest, sha256="0" * 64)
     assert not dest.exists()
-    assert len(list(tmp_path.glob("linux.tar.bz2.bad-*"))) == 1
+    assert len(list(tmp_path.glob("linux.tar.bz2.part.bad-*"))) == 1
 
 
 def test_download_unreachable_says_how_to_provide() -> None:
     with pytest.raises(StageError, match="download failed"):
         source.download("http://127.0.0.1:9/none.tar.bz2", timeout=2)
+
+
+# --- damaged entries (issue 12: a cache entry is checked when it is read) ----------------
+
+
+@pytest.mark.parametrize(("content", "reason"), [
+    ("[]", "holds a JSON list"),
+    ("{not json", "not JSON"),
+    ('{"origin": "x", "version": "2.6.20"}', "is for None, not for this entry"),
+    ('{"id": "tar-0000000000000000", "origin": "x", "version": "2.6.20"}', "not for this entry"),
+    ('{"id": "@ID@", "version": "2.6.20"}', "lacks its origin or version"),
+])
+def test_a_damaged_source_entry_is_moved_aside_and_made_anew(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, reason: str) -> None:
+    tarball = fake_tarball(tmp_path)
+    src = source.resolve(str(tarball))
+    meta = src.tree.parent / "source.json"
+    meta.write_text(content.replace("@ID@", src.id))
+    again = source.resolve(str(tarball))  # explicit: made anew
+    assert again == src and json.loads(meta.read_text())["id"] == src.id
+    err = capsys.readouterr().err
+    assert "damaged kernel source entry: " in err and reason in err, err
+    assert len(list(src.tree.parent.parent.glob(f"{src.id}.bad-*"))) == 1
+
+
+def test_a_damaged_entry_found_as_the_most_recent_is_not_used(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = source.resolve(str(fake_tarball(tmp_path)))
+    (src.tree.parent / "source.json").write_text("[]")
+    with pytest.raises(StageError, match="no Linux 2.6.20 source available"):
+        source.resolve(None, allow_download=False)
+    assert "damaged kernel source entry" in capsys.readouterr().err
+    assert not src.tree.parent.exists()
+
+
+def test_staging_and_moved_aside_directories_are_not_sources(tmp_path: Path) -> None:
+    sources = cache.subdir("sources")
+    for name in (".tar-0123456789abcdef.x.tmp", "tar-0123456789abcdef.bad-1-2"):
+        fake_tree(sources / name / "tree")
+        (sources / name / "source.json").write_text("[]")
+    with pytest.raises(StageError, match="no Linux 2.6.20 source available"):
+        source.resolve(None, allow_download=False)
+    assert all((sources / name).is_dir() for name in (".tar-0123456789abcdef.x.tmp",
+                                                       "tar-0123456789abcdef.bad-1-2"))
+
+
+def test_junk_tarball_is_one_line(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.tar.gz"
+    junk.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(InputError) as err:
+        source.resolve(str(junk))
+    assert "\n" not in str(err.value)
+    assert str(err.value).startswith(f"{junk}: not a tar archive")
+    assert not any((cache.root() / "sources").iterdir())
+
+
+def _full_disk(*args: object, **kwargs: object) -> None:
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_while_unpacking_is_one_line_and_leaves_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tarball = fake_tarball(tmp_path)
+    monkeypatch.setattr(tarfile.TarFile, "extractall", _full_disk)
+    with pytest.raises(DiskFull) as err:
+        source.resolve(str(tarball))
+    message = str(err.value)
+    assert "\n" not in message and "no space left on device" in message
+    assert message.startswith(str(cache.root() / "sources")) and str(tarball) in message
+    assert not any((cache.root() / "sources").iterdir()), "a half-unpacked source was kept"
+
+
+def test_a_full_disk_while_copying_a_directory_is_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tree = fake_tree(tmp_path / "linux")
+
+    def copy_fails(src: str, dst: str, **kwargs: object) -> None:
+        raise shutil.Error([(f"{src}/Makefile", f"{dst}/Makefile",
+                             "[Errno 28] No space left on device")] * 500)
+
+    monkeypatch.setattr(shutil, "copytree", copy_fails)
+    with pytest.raises(DiskFull) as err:
+        source.resolve(str(tree))
+    assert "\n" not in str(err.value) and len(str(err.value)) < 300
+    assert not any((cache.root() / "sources").iterdir())

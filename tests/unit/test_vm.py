@@ -8,7 +8,6 @@ kernel and skip, saying why, when none is available.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 import signal
@@ -17,15 +16,14 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import paramiko
 import pytest
 
-from harness import cache, image, proc, resources
+from harness import cache, image
 from harness.errors import InfraError, InputError, StageError, ToolMissing
-from harness.machine import ssh, vm
+from harness.machine import vm
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "console"
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -63,7 +61,8 @@ def test_qemu_argv_defaults_to_tcg_and_binds_localhost_only() -> None:
     assert argv[argv.index("-kernel") + 1] == "/k/bzImage"
     assert argv[argv.index("-initrd") + 1] == "/k/initramfs.cpio.gz"
     netdev = argv[argv.index("-netdev") + 1]
-    assert netdev == "user,id=n0,hostfwd=tcp:127.0.0.1:4022-:22"
+    # restrict=on: the guest reaches nothing outside, only the forward reaches it
+    assert netdev == "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:4022-:22"
     forwards = re.findall(r"hostfwd=tcp:([^:]*):(\d+)-", " ".join(argv))
     assert forwards == [("127.0.0.1", "4022")]  # never 0.0.0.0 or an empty (all interfaces) address
     assert argv[argv.index("-device") + 1] == "rtl8139,netdev=n0,romfile="
@@ -330,15 +329,14 @@ def _cut(log: str, marker: str) -> str:
 
 
 def test_panic_during_boot_fails_fast_and_reaps_qemu(tmp_path: Path, fake_qemu: Path) -> None:
-    cfg = _fake_cfg(tmp_path, fake_qemu, _log("panic-no-initramfs.log"))
-    start = time.monotonic()
+    # a long boot timeout: the panic, not the timeout, ends the wait
+    cfg = _fake_cfg(tmp_path, fake_qemu, _log("panic-no-initramfs.log"), boot_timeout=600)
     with vm.VM(cfg, name="fake") as v:
         pid = v._pid
         assert pid is not None
         with pytest.raises(vm.BootError) as info:
             v.wait_ready()
         assert not v.alive()
-    assert time.monotonic() - start < 10
     err = info.value
     assert isinstance(err, StageError) and not isinstance(err, InfraError)
     assert err.event is not None and err.event.kind == "panic"
@@ -369,12 +367,10 @@ def test_qemu_exit_is_a_boot_error(tmp_path: Path, fake_qemu: Path) -> None:
 
 def test_boot_timeout(tmp_path: Path, fake_qemu: Path) -> None:
     cfg = _fake_cfg(tmp_path, fake_qemu, _cut(_log("clean-boot-vm.log"), "Freeing unused"), boot_timeout=1.5)
-    start = time.monotonic()
     with vm.VM(cfg) as v:
-        pid = v._pid
+        pid = v.pid
         with pytest.raises(vm.BootError, match="timed out after 1.5s waiting for 'userspace'"):
             v.wait_ready()
-    assert 1.4 < time.monotonic() - start < 8
     assert pid is not None and _gone(pid)
 
 
@@ -506,144 +502,3 @@ def test_no_orphan_after_sigterm_or_interpreter_exit(tmp_path: Path, fake_qemu: 
     finally:
         child.kill()
         child.wait()
-
-
-# =====================================================================================
-# Real kernel (target)
-
-
-def _find_kernel() -> tuple[Path, Path | None]:
-    """(bzImage, System.map or None): $HARNESS_VM_KERNEL, else the newest cached build
-    with 8139too and initramfs support."""
-    env = os.environ.get("HARNESS_VM_KERNEL")
-    if env:
-        path = Path(env)
-        if not path.is_file():
-            pytest.skip(f"HARNESS_VM_KERNEL={env} does not exist")
-        smap = Path(os.environ.get("HARNESS_VM_SYSTEM_MAP", path.parent / "System.map"))
-        return path, smap if smap.is_file() else None
-    found = []
-    for meta_path in (cache.root() / "builds").glob("*/meta.json"):
-        try:
-            paths = json.loads(meta_path.read_text())["paths"]
-            bz, config = Path(paths["bzImage"]), Path(paths["config"])
-            text = config.read_text()
-        except (OSError, ValueError, KeyError):
-            continue
-        if bz.is_file() and "CONFIG_8139TOO=y" in text and "CONFIG_BLK_DEV_INITRD=y" in text:
-            smap = Path(paths.get("System.map", ""))
-            found.append((bz.stat().st_mtime, bz, smap if smap.is_file() else None))
-    if not found:
-        pytest.skip("no 2.6.20 kernel: build one (`harness build`) or set HARNESS_VM_KERNEL=bzImage")
-    _, bz, smap = max(found)
-    return bz, smap
-
-
-@pytest.fixture(scope="module")
-def real() -> tuple[Path, Path | None, image.Image]:
-    if not proc.which("qemu-system-i386"):
-        pytest.skip("qemu-system-i386 is not installed (apt-get install qemu-system-x86)")
-    kernel, smap = _find_kernel()
-    img = image.Image.load(image.image_dir(image.load_recipe(resources.shipped("images") / "default")))
-    if img is None:
-        pytest.skip("the default guest image is not built: run `harness image` once")
-    return kernel, smap, img
-
-
-@pytest.fixture
-def real_vm(real: tuple[Path, Path | None, image.Image], tmp_path: Path) -> Iterator[vm.VM]:
-    kernel, _, img = real
-    with vm.VM(vm.VMConfig.for_image(kernel, img, console_log=tmp_path / "console.log")) as v:
-        yield v
-
-
-@pytest.mark.target
-def test_real_boot_ssh_users_files_and_clean_stop(real_vm: vm.VM) -> None:
-    info = real_vm.wait_ready()
-    assert list(info.milestones) == [*BOOT, "ssh-login"]
-    assert info.events == ()
-    assert real_vm.run("uname -r", check=True).stdout.startswith("2.6.20")
-    assert real_vm.run("id -u", user="alice").stdout == "1000\n"
-    assert real_vm.run(["id", "-un"], user="bob").stdout == "bob\n"
-    blob = bytes(range(256)) * 600
-    real_vm.ssh.put(blob, "/tmp/blob", user="alice")
-    assert real_vm.ssh.get("/tmp/blob", user="alice") == blob
-    assert real_vm.run("ls -ln /tmp/blob", user="alice").stdout.split()[2] == "1000"
-    assert real_vm.run("exit 7").exit_status == 7
-    r = real_vm.run("kill -SEGV $$")
-    assert (r.exit_status, r.signal) == (139, "SEGV")
-    with pytest.raises(ssh.SSHTimeout):
-        real_vm.run("sleep 30", timeout=1)
-    assert real_vm.run("echo after timeout").stdout == "after timeout\n"
-    assert not real_vm.crashed()
-    pid = real_vm._pid
-    assert real_vm.stop() == 0  # `reboot -f` with -no-reboot: QEMU exits by itself
-    assert pid is not None and _gone(pid)
-
-
-@pytest.mark.target
-def test_real_two_vms_at_once(real: tuple[Path, Path | None, image.Image], tmp_path: Path) -> None:
-    kernel, _, img = real
-    a = vm.VM(vm.VMConfig.for_image(kernel, img, console_log=tmp_path / "a.log"), name="a")
-    b = vm.VM(vm.VMConfig.for_image(kernel, img, console_log=tmp_path / "b.log"), name="b")
-    with a, b:
-        a.wait_ready()
-        b.wait_ready()
-        assert a.port != b.port
-        a.run("echo a > /tmp/who", check=True)
-        assert b.run("cat /tmp/who 2>/dev/null || echo none").stdout == "none\n"
-    assert a._pid is not None and b._pid is not None and _gone(a._pid) and _gone(b._pid)
-
-
-@pytest.mark.target
-def test_real_broken_init_is_reported_within_the_timeout(
-    real: tuple[Path, Path | None, image.Image], tmp_path: Path
-) -> None:
-    kernel, _, img = real
-    # a file that exists (else 2.6.20 ignores rdinit=) but cannot be executed
-    cfg = vm.VMConfig.for_image(kernel, img, console_log=tmp_path / "c.log", append="rdinit=/etc/passwd",
-                                boot_timeout=30)
-    start = time.monotonic()
-    with vm.VM(cfg) as v, pytest.raises(vm.BootError) as info:
-        v.wait_ready()
-    assert time.monotonic() - start < 30
-    assert info.value.event is not None and info.value.event.kind == "init-failed"
-    assert "Failed to execute /etc/passwd" in str(info.value)
-    assert v._pid is not None and _gone(v._pid)
-
-
-@pytest.mark.target
-@pytest.mark.target
-def test_real_sync_console_has_what_a_command_printed(real_vm: vm.VM) -> None:
-    """Each printk a command caused is an event as soon as sync_console returns."""
-    real_vm.wait_ready()
-    for i in range(10):
-        mark = real_vm.mark()
-        # a burst of console lines first, so the watcher has work left when the command returns
-        real_vm.run(f"i=0; while [ $i -lt 100 ]; do echo filler $i; i=$((i+1)); done > /dev/kmsg; "
-                    f"echo 'WARNING: at harness/sync.c:{i} probe()' > /dev/kmsg", check=True)
-        assert real_vm.sync_console()
-        assert [e.line.split("sync.c:")[-1] for e in real_vm.events_since(mark)] == [f"{i} probe()"]
-
-
-def test_real_oops_after_boot_is_seen(real: tuple[Path, Path | None, image.Image], tmp_path: Path) -> None:
-    kernel, smap, img = real
-    if smap is None:
-        pytest.skip("no System.map next to the kernel")
-    table = next((int(line.split()[0], 16) for line in smap.read_text().splitlines()
-                  if line.endswith(" sys_call_table")), None)
-    if table is None:
-        pytest.skip("sys_call_table not in System.map")
-    with vm.VM(vm.VMConfig.for_image(kernel, img, console_log=tmp_path / "c.log")) as v:
-        v.wait_ready()
-        mark = v.mark()
-        # zero sys_call_table[36] (sync) through /dev/kmem, then call it
-        v.run(f"mknod /dev/kmem c 1 2 && printf '\\000\\000\\000\\000' | "
-              f"dd of=/dev/kmem bs=1 seek={table + 36 * 4} count=4 conv=notrunc", check=True)
-        r = v.run("sync")
-        assert r.exit_status == 139
-        assert v.sync_console()  # no polling: the oops is in once the command has returned
-        crash = v.crash()
-        assert crash is not None and crash.kind == "oops"
-        assert [e.kind for e in v.events_since(mark)] == ["oops"]
-        assert v.alive() and v.run("echo still here").stdout == "still here\n"

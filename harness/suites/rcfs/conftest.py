@@ -1,4 +1,4 @@
-"""The rcfs suite: runs in the booted guest (see harness/pytest_plugin.py).
+"""The rcfs suite: runs in the booted guest (see harness/plugin).
 
 ``@pytest.mark.posted_bug("...")`` marks behaviour that the posted patch gets
 wrong: on a series without ``rcfs-fixes`` the test is ``xfail(strict=True)``
@@ -28,3 +28,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if not _has_fixes(spec_for(item).series):
             reason = marker.args[0] if marker.args else "bug in the posted rcfs patch"
             item.add_marker(pytest.mark.xfail(reason=f"posted patch: {reason}", strict=True))
+
+
+@pytest.fixture
+def with_fixes(request: pytest.FixtureRequest) -> bool:
+    """Is the kernel under test built with the harness's rcfs-fixes series?"""
+    return _has_fixes(spec_for(request.node).series)

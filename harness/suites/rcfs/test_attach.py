@@ -15,8 +15,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from harness.kernel.patches import load_series
-from harness.plugin import pool, spec_for
 from harness.plugin.guest import USERS, GuestSession, ProbeResult, Rcfs
 
 SUBSYSTEMS = ("test0", "test1", "test2")
@@ -44,7 +42,7 @@ def uids(guest: GuestSession, pid: int) -> list[int]:
 
 
 @pytest.fixture
-def vetoes(rcfs: Rcfs, request: pytest.FixtureRequest) -> Iterator[Rcfs]:
+def vetoes(rcfs: Rcfs, with_fixes: bool) -> Iterator[Rcfs]:
     """``rcfs`` for a test whose attaches get refused by a subsystem.
 
     The posted patch drops the task's reference twice on every refused attach
@@ -55,9 +53,9 @@ def vetoes(rcfs: Rcfs, request: pytest.FixtureRequest) -> Iterator[Rcfs]:
     without killing anything; the next test boots a fresh one.
     """
     yield rcfs
-    if "rcfs-fixes" not in load_series(spec_for(request.node).series).chain:
+    if not with_fixes:
         rcfs.mounts.clear()  # nothing to clean up in a VM that goes away
-        pool(request.config).discard()
+        rcfs.guest.discard_vm = True
 
 
 # --- permissions -------------------------------------------------------------------

@@ -12,6 +12,9 @@ from __future__ import annotations
 import pytest
 
 from harness.plugin.guest import GuestSession, Rcfs
+from harness.suites.rcfs.rcfs_util import expected_files as _expected_files
+from harness.suites.rcfs.rcfs_util import files as _files
+from harness.suites.rcfs.rcfs_util import mounted as _mounted
 
 FEW_SUBSYS = pytest.mark.kernel(config="few-subsys")
 SMALL_HIER = pytest.mark.kernel(config="small-hier")
@@ -21,20 +24,10 @@ BAD_KERNEL_WORDS = ("Oops", "BUG:", "kernel BUG", "WARNING:", "Call Trace", "INF
                     "Kernel panic", "bad unlock balance", "circular locking")
 
 
-def _files(guest: GuestSession, directory: str) -> list[str]:
-    return sorted(guest.sh(f"ls -a {directory}").split())
 
 
-def _expected_files(names: tuple[str, ...]) -> list[str]:
-    files = [".", "..", "tasks"]
-    for name in names:
-        files += [f"{name}.attach_count", f"{name}.deny_attach", f"{name}.id"]
-    return sorted(files)
 
 
-def _mounted(guest: GuestSession, path: str) -> bool:
-    return any(len(f) > 1 and f[1] == path
-               for f in (line.split() for line in guest.read("/proc/mounts").splitlines()))
 
 
 def _log_mark(guest: GuestSession, name: str) -> str:

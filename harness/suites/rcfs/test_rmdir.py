@@ -143,7 +143,11 @@ def test_rmdir_after_task_exited(rcfs: Rcfs) -> None:
 def test_rmdir_after_writer_moved_itself_in_and_exited(rcfs: Rcfs) -> None:
     top = rcfs.mount()
     c = rcfs.mkdir(f"{top}/c")
-    rcfs.guest.sh(f"echo 0 > {c}/tasks")
+    # the shell moves itself in (builtin echo: it is the writer), then lists the container
+    # with builtins only: it must be there, alone; then it exits
+    inside = rcfs.guest.sh(f"echo 0 > {c}/tasks || exit 9\n"
+                           f"echo $$; while read -r p; do echo \"in $p\"; done < {c}/tasks").split()
+    assert inside == [inside[0], "in", inside[0]], inside
     assert rcfs.tasks(c) == []
     result = rcfs.guest.probe("rmdir", c)
     assert result.ok, str(result)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from harness.plugin.guest import GuestSession, Rcfs
+from harness.suites.rcfs.rcfs_util import ALL, expected_files, files
 
 
 def test_rcfs_is_registered(guest: GuestSession) -> None:
@@ -8,7 +9,6 @@ def test_rcfs_is_registered(guest: GuestSession) -> None:
 
 
 def test_mount_all_lists_test_subsystems(rcfs: Rcfs) -> None:
+    """A mount of every subsystem holds exactly the tasks file and each subsystem's three files."""
     top = rcfs.mount()
-    files = rcfs.guest.sh(f"ls {top}").split()
-    assert "tasks" in files
-    assert {"test0.id", "test1.id", "test2.id"} <= set(files)
+    assert files(rcfs.guest, top) == expected_files(ALL)

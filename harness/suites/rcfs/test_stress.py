@@ -1,4 +1,5 @@
-"""Concurrent container operations on the debug kernel (lockdep, slab, spinlock, mutex debugging).
+"""Concurrent container operations on the debug kernels (lockdep, slab, spinlock, mutex debugging),
+uniprocessor (``debug``) and on two CPUs (``debug-smp``).
 
 One guest shell script runs five loops side by side for a fixed time, then
 waits for them: moving tasks between containers, refusing and allowing
@@ -11,18 +12,17 @@ well-formed, and the kernel must print nothing (the plugin checks the log).
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
 
+from harness.kernel import config
 from harness.machine.vm import VM
-from harness.plugin import CHECKED_KINDS, pool
 from harness.plugin.guest import Rcfs
+from harness.suites.rcfs.detached import run_detached
 
 DURATION = 30  # seconds the loops run (each loop also stops then; nothing is asserted about time)
 
 STRESS = r"""
-echo $$ > /tmp/stress.pid  # started by setsid: $$ is also the process group to kill
 top={top}
 end=$(( $(date +%s) + {duration} ))
 S=""
@@ -119,49 +119,28 @@ for d in s1 s2 s3 s4; do
     rmdir $top/$d || echo "FAIL final rmdir $d"
 done
 echo end
-touch /tmp/stress.done
 """
 
 SUMMARY = re.compile(r"(mover|dirs|churn|reader) ([1-9][0-9]*)|vetoer ([0-9]+) ([0-9]+) ([0-9]+)")
 
 
-def run_stress(rcfs: Rcfs, vm: VM, request: pytest.FixtureRequest, script: str) -> str:
-    """Run ``script`` detached in the guest; its output once it is done.
-
-    The kernel log is watched meanwhile: at its first report the script's
-    process group is killed, the VM (in an unknown state) is thrown away and
-    the test fails at once, instead of waiting for loops that may hang on a
-    lock an oopsed task held.
-    """
-    guest = rcfs.guest
-    mark = vm.mark()
-    guest.sh("rm -f /tmp/stress.* /tmp/stress-*")
-    guest.run("cat > /tmp/stress.sh", input=script)
-    guest.sh("setsid sh /tmp/stress.sh > /tmp/stress.out 2>&1 < /dev/null &")
-    for _ in range(DURATION + 120):
-        events = [e for e in vm.events_since(mark) if e.kind in CHECKED_KINDS]
-        if events:
-            guest.run("kill -9 -$(cat /tmp/stress.pid); touch /tmp/stress.done", timeout=10)
-            rcfs.mounts.clear()
-            pool(request.config).discard()
-            pytest.fail(f"kernel reported {len(events)} problem(s), first: {events[0]}")
-        if guest.run("test -e /tmp/stress.done").exit_status == 0:
-            return guest.read("/tmp/stress.out")
-        time.sleep(1)
-    guest.run("kill -9 -$(cat /tmp/stress.pid)", timeout=10)
-    pytest.fail(f"the stress script did not finish in {DURATION + 120} s: "
-                f"{guest.run('cat /tmp/stress.out').stdout[-2000:]}")
+# the debug kernels: uniprocessor, and SMP with two vCPUs (multi-threaded TCG)
+DEBUG_KERNELS = [pytest.param(name, marks=pytest.mark.kernel(config=name), id=name)
+                 for name in ("debug", "debug-smp")]
 
 
-@pytest.mark.kernel(config="debug")
+@pytest.mark.parametrize("kernel", DEBUG_KERNELS)
 @pytest.mark.posted_bug("under concurrent use: lockdep reports at rmdir, containers left busy after moves, "
                         "double task put on refused attaches (BUG/oops)")
-def test_concurrent_attach_move_mkdir_rmdir(rcfs: Rcfs, kernel_vm: VM,
+def test_concurrent_attach_move_mkdir_rmdir(kernel: str, rcfs: Rcfs, kernel_vm: VM,
                                             request: pytest.FixtureRequest) -> None:
+    # the guest runs as many CPUs as its config gives its VM (2 for debug-smp)
+    assert int(rcfs.guest.sh("grep -c ^processor /proc/cpuinfo")) == config.load_defs()[kernel].cpus
     top = rcfs.mount()
     for name in ("s1", "s2", "s3", "s4"):
         rcfs.mkdir(f"{top}/{name}")
-    out = run_stress(rcfs, kernel_vm, request, STRESS.format(top=top, duration=DURATION))
+    out = run_detached(rcfs, kernel_vm, request, STRESS.format(top=top, duration=DURATION),
+                       limit=DURATION + 120)
     lines = out.splitlines()
     assert lines[-1:] == ["end"], out[-2000:]
     problems = [line for line in lines[:-1] if not SUMMARY.fullmatch(line)]

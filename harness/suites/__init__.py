@@ -1,0 +1,1 @@
+"""Test suites that run inside a booted guest (shipped with the harness)."""

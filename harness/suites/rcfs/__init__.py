@@ -1,0 +1,1 @@
+"""The rcfs suite: mount options, tasks files, rmdir, attach permissions, stress, leaks."""
