@@ -155,7 +155,8 @@ def bench_boot(runs: int = 24) -> None:
     trips: list[float] = []
     for _ in range(5):
         seconds, status = timed(lambda: subprocess.run(
-            [sys.executable, "-m", "harness", "run", "--", "true"], check=False).returncode)
+            [sys.executable, "-m", "harness", "run", "--", "true"], stdin=subprocess.DEVNULL,
+            check=False).returncode)
         trips.append(seconds)
     record_distribution("harness run -- true", trips, "build, image, snapshot cached")
 
@@ -307,6 +308,7 @@ def bench_image() -> None:
 
 def bench_suite() -> None:
     """Warm rcfs suite time per kernel cell (kernels and image cached), and make test-kernel."""
+    from harness import results
     from harness.run import matrix as testrun
     from harness.run import target
 
@@ -316,7 +318,7 @@ def bench_suite() -> None:
             start = time.monotonic()
             path, code = testrun.run([cell], results_parent=Path(tmp))
             seconds = time.monotonic() - start
-            counts = testrun.report.load_summary(path).counts()
+            counts = results.load_summary(path).counts()
             record(f"suite {cell.label} (warm)", seconds,
                    f"{counts['tests']} tests, {counts['XFAIL']} xfail, exit {code}")
     seconds, status = timed(lambda: subprocess.run(["make", "-s", "test-kernel"], cwd=REPO,

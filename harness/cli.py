@@ -194,6 +194,22 @@ def _guest_user(user: str, recipe: str = "default") -> None:
         raise InputError(f"--user {user!r}: no such guest user (expected one of: {', '.join(known)})")
 
 
+def _stdin_data(disabled: bool) -> bytes | None:
+    """What ``harness run`` feeds the guest command: its own stdin when that is a file or a
+    pipe (``harness run -- sh -s < script.sh``); never a terminal's."""
+    import stat
+
+    if disabled:
+        return None
+    try:
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+        return None
+    return sys.stdin.buffer.read()
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Exit with the guest command's status; its output bytes pass through unchanged, as they come."""
     from harness.machine.ssh import SSHDisconnected, SSHTimeout
@@ -205,6 +221,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.timeout > 0:
         raise InputError(f"--timeout {args.timeout:g}: expected a positive number of seconds")
     _guest_user(args.user)
+    data = _stdin_data(args.no_stdin)
     prepared = target.prepare(kernel_spec(args), jobs=args.jobs)
     out, err = sys.stdout.buffer, sys.stderr.buffer
 
@@ -218,7 +235,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     with target.booted(prepared, boot_options(args)) as vm:
         try:
             status, _ = vm.ssh.stream(command, write(out), write(err), user=args.user,
-                                      timeout=args.timeout)
+                                      timeout=args.timeout, input=data)
         except SSHTimeout:
             raise HarnessTimeout(f"harness run: the command did not finish within --timeout "
                                  f"{args.timeout:g}s (it was killed)") from None
@@ -367,6 +384,8 @@ def make_parser() -> argparse.ArgumentParser:
     _add_vm_args(p)
     p.add_argument("--user", default="root", help="guest user (root, alice, bob)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds the command may take")
+    p.add_argument("--no-stdin", action="store_true",
+                   help="do not pass this process's stdin (a file or pipe) to the command")
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD...")
     p.set_defaults(func=cmd_run)
 

@@ -44,3 +44,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         path = str(item.path).replace("\\", "/")
         if any(d in path for d in TARGET_DIRS):
             item.add_marker(pytest.mark.target)
+
+
+@pytest.fixture(scope="module")
+def junit_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A JUnit file from a real pytest run of tests/data/report/guest_suite.py."""
+    from tests.report_sample import make_junit
+
+    return make_junit(tmp_path_factory.mktemp("guest"))

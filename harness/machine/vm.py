@@ -26,13 +26,13 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from harness import cache, proc
 from harness.errors import HarnessTimeout, InfraError, InputError, StageError
 from harness.machine import registry
+from harness.machine.boot import BootError, BootInfo
 from harness.machine.console import (
     BOOT_MILESTONES,
     CRASH_KINDS,
@@ -61,34 +61,8 @@ LOGIN_RETRY = 0.05
 PORT_RETRIES = 3
 
 
-class BootError(StageError):
-    """The guest did not come up: kernel report, init failure, QEMU exit or timeout."""
-
-    stage = "boot"
-
-    def __init__(self, vm_name: str, reason: str, console_tail: str, console_log: Path | None,
-                 event: ConsoleEvent | None = None) -> None:
-        self.reason = reason
-        self.console_tail = console_tail
-        self.console_log = console_log
-        self.event = event
-        where = f" ({console_log})" if console_log else ""
-        super().__init__(f"{vm_name}: boot failed: {reason}\n"
-                         f"--- last console lines{where} ---\n{console_tail}")
-
-
 class _PortClash(Exception):
     """QEMU could not bind the forwarded port (taken meanwhile): start again on another."""
-
-
-@dataclass(frozen=True)
-class BootInfo:
-    ssh_port: int
-    boot_seconds: float  # QEMU start -> first SSH login
-    milestones: dict[str, float]  # name -> seconds after QEMU start, in order
-    console_log: Path
-    events: tuple[ConsoleEvent, ...] = ()  # non-fatal reports during the boot (lockdep...)
-    resumed: bool = False  # resumed from a saved state (cfg.incoming): no boot, no milestones
 
 
 _names = itertools.count()

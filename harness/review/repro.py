@@ -117,6 +117,7 @@ class Step:
     command: GuestCommand
     repeat: int = 1  # a poll: the same command this many times in a row
     captures: int | None = None  # the number (a pid) it printed that later steps use
+    polled: int | None = None  # a poll: the status it kept giving (``command`` holds the last one)
 
 
 _NUMBER = re.compile(r"\s*([0-9]+)\s*")
@@ -137,8 +138,8 @@ def _uses(command: GuestCommand, number: int) -> bool:
 
 def steps_of(trace: TestTrace) -> list[Step]:
     """The commands to replay, up to the one the test failed at (teardown ones only when the
-    teardown failed); a run of one command repeated with the same result but the last (a
-    poll) is one step."""
+    teardown failed); a run of one command repeated with the same result, but maybe the last
+    (a poll), is one step."""
     failing = trace.failing_index()
     limit = failing + 1 if failing is not None else len(trace.commands)
     wanted = [c for c in trace.commands[:limit]
@@ -151,12 +152,13 @@ def steps_of(trace: TestTrace) -> list[Step]:
                and wanted[j + 1].input == wanted[i].input and wanted[j + 1].user == wanted[i].user
                and wanted[j].exit_status == wanted[i].exit_status and not wanted[i].replay_only):
             j += 1
-        steps.append(Step(len(steps) + 1, wanted[j] if j > i else wanted[i], j - i + 1))
+        steps.append(Step(len(steps) + 1, wanted[j], j - i + 1,
+                          polled=wanted[i].exit_status if j > i else None))
         i = j + 1
     for k, step in enumerate(steps):
         number = printed_number(step.command)
         if number is not None and any(_uses(later.command, number) for later in steps[k + 1:]):
-            steps[k] = Step(step.number, step.command, step.repeat, number)
+            steps[k] = Step(step.number, step.command, step.repeat, number, step.polled)
     return steps
 
 
@@ -241,10 +243,16 @@ def _plain(step: Step, pids: dict[int, str]) -> list[str]:
         var = pids[step.captures] = f"P{len(pids) + 1}"
         return [f"{var}=$( {call} ); export {var}; echo \"{var}=${var}\""]
     if step.repeat > 1 and cmd.exit_status is not None:
-        gap = max(0.1, round(cmd.gap, 1))
-        return [f"n=0; while :; do {call} >/dev/null; rc=$?; [ $rc = {cmd.exit_status} ] && break",
-                f"    n=$((n + 1)); [ $n -ge {max(POLL_LIMIT, 3 * step.repeat)} ] && break; sleep {gap:g}",
-                f"done; note {step.number} $rc {cmd.exit_status}"]
+        gap, num = max(0.1, round(cmd.gap, 1)), step.number
+        if cmd.exit_status != step.polled:  # polled until the result changed: wait for that
+            return [f"n=0; while :; do {call} >/dev/null; rc=$?; [ $rc = {cmd.exit_status} ] && break",
+                    f"    kcheck {num}; n=$((n + 1)); [ $n -ge {max(POLL_LIMIT, 3 * step.repeat)} ] && break",
+                    f"    sleep {gap:g}",
+                    f"done; note {num} $rc {cmd.exit_status}"]
+        # the test stopped polling for a reason of its own (a kernel report...): poll as long
+        return [f"n=0; while [ $n -lt {step.repeat} ]; do {call} >/dev/null; rc=$?",
+                f"    [ $rc = {step.polled} ] || break; kcheck {num}; n=$((n + 1)); sleep {gap:g}",
+                f"done; note {num} $rc {step.polled}"]
     if cmd.exit_status is None:
         return [call]
     return [call, f"note {step.number} $? {cmd.exit_status}"]

@@ -16,6 +16,12 @@ from harness.run import target
 HARNESS = [sys.executable, "-m", "harness"]
 
 
+def _harness(*args: str, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+    """``harness ARGS`` with an empty stdin (``harness run`` passes a file or pipe on to the guest)."""
+    return subprocess.run([*HARNESS, *args], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=timeout)
+
+
 @pytest.fixture(autouse=True)
 def no_qemu_left(kernel_source: Source) -> Iterator[None]:
     before = set(running_qemus())
@@ -50,35 +56,31 @@ def test_norcfs_does_not_list_rcfs(kernel_source: Source) -> None:
 
 
 def test_run_false_exits_1(default_kernel: target.Prepared) -> None:
-    out = subprocess.run([*HARNESS, "run", "--", "false"], capture_output=True, text=True)
+    out = _harness("run", "--", "false")
     assert out.returncode == 1, out.stderr
 
 
 def test_run_as_alice(default_kernel: target.Prepared) -> None:
-    out = subprocess.run([*HARNESS, "run", "--user", "alice", "--", "id", "-u"],
-                         capture_output=True, text=True)
+    out = _harness("run", "--user", "alice", "--", "id", "-u")
     assert (out.returncode, out.stdout) == (0, "1000\n"), out.stderr
 
 
 def test_run_passes_exit_status_and_streams(default_kernel: target.Prepared) -> None:
-    out = subprocess.run([*HARNESS, "run", "--", "sh", "-c", "echo out; echo err >&2; exit 7"],
-                         capture_output=True, text=True)
+    out = _harness("run", "--", "sh", "-c", "echo out; echo err >&2; exit 7")
     assert (out.returncode, out.stdout, out.stderr.splitlines()[-1]) == (7, "out\n", "err")
 
 
-def test_broken_init_is_a_boot_failure_within_the_timeout(default_kernel: target.Prepared) -> None:
-    options = target.BootOptions(boot_timeout=30, append="rdinit=/etc/passwd")
-    start = time.monotonic()
+def test_broken_init_is_a_boot_failure_not_a_timeout(default_kernel: target.Prepared) -> None:
+    options = target.BootOptions(boot_timeout=600, append="rdinit=/etc/passwd", snapshot=False)
     with pytest.raises(BootError) as err, target.booted(default_kernel, options):
         pass
-    assert time.monotonic() - start < 30
-    assert "init" in str(err.value).lower()
+    assert err.value.event is not None and err.value.event.kind == "init-failed"
+    assert "timed out" not in err.value.reason
 
 
 def test_run_reports_vm_failure_with_exit_125(default_kernel: target.Prepared) -> None:
     # the guest goes away under the command: no status to pass through
-    out = subprocess.run([*HARNESS, "run", "--", "sh", "-c", "sleep 1; reboot -f; sleep 30"],
-                         capture_output=True, text=True, timeout=120)
+    out = _harness("run", "--", "sh", "-c", "sleep 1; reboot -f; sleep 30", timeout=120)
     assert out.returncode == 125, out.stderr
     assert "harness: error:" in out.stderr
 

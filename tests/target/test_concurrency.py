@@ -16,8 +16,8 @@ HARNESS = [sys.executable, "-m", "harness"]
 
 
 def start(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([*HARNESS, *args], cwd=REPO, text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    return subprocess.Popen([*HARNESS, *args], cwd=REPO, text=True, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def finish(procs: list[subprocess.Popen[str]], timeout: float) -> list[tuple[int, str, str]]:

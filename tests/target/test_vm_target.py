@@ -33,7 +33,7 @@ def prepared(kernel_source: Source) -> target.Prepared:
 
 def _cfg(prepared: target.Prepared, tmp_path: Path, name: str = "console.log", **kw: object) -> vm.VMConfig:
     return vm.VMConfig.for_image(prepared.build.bzimage, prepared.image,
-                                 console_log=tmp_path / name, **kw)  # type: ignore[arg-type]
+                                 console_log=tmp_path / name, **kw)
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import types
 from pathlib import Path
 from typing import Any
 
@@ -134,7 +135,7 @@ class BootingVM:
 
 def test_vm_waits_count_boots_on_the_critical_path_not_the_build(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = Clock()
-    monkeypatch.setattr(kernels.time, "monotonic", clock)
+    monkeypatch.setattr(kernels, "time", types.SimpleNamespace(monotonic=clock))
     monkeypatch.setattr(kernels, "VM", lambda cfg, name: BootingVM(clock, cfg, name))
     monkeypatch.setattr(target, "vm_config", lambda prepared, options, name: name)
 

@@ -29,6 +29,9 @@ class FakeMonitor(threading.Thread):
         self.received: list[str] = []
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 
+    def _ok(self, request: dict[str, Any], sock: socket.socket) -> None:
+        self.send({"return": {}})
+
     def send(self, message: dict[str, Any]) -> None:
         self.sock.sendall(json.dumps(message).encode() + b"\n")
 
@@ -46,7 +49,7 @@ class FakeMonitor(threading.Thread):
                 request = json.loads(line)
                 name = request["execute"]
                 self.received.append(name)
-                self.handlers.get(name, lambda r, s: self.send({"return": {}}))(request, self.sock)
+                self.handlers.get(name, self._ok)(request, self.sock)
 
 
 @pytest.fixture

@@ -2,54 +2,27 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import sys
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from harness import proc
 from harness import results as report
 from harness.errors import GuestCrash, InfraError, InputError
 from harness.results import (
     BootRecord,
     BuildRecord,
-    Checkout,
-    PatchFile,
     ResultsDir,
     StageRecord,
     Summary,
     TestRecord,
-    html,
     junit,
     resultsdir,
 )
-
-DATA = Path(__file__).resolve().parent.parent / "data" / "report"
-CHROMIUM = Path("/usr/bin/chromium")
-GUEST = "test_guest.py"
-
+from tests.report_sample import DATA, _build, _results
 
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def junit_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A JUnit file from a real pytest run of tests/data/report/guest_suite.py."""
-    work = tmp_path_factory.mktemp("guest")
-    shutil.copy(DATA / "guest_suite.py", work / GUEST)
-    (work / "pytest.ini").write_text("[pytest]\n")
-    out = work / "junit.xml"
-    result = proc.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(work),
-         "-o", "junit_logging=all", f"--junitxml={out}", GUEST],
-        cwd=work, check=False, timeout=120,
-    )
-    assert result.returncode == 1, result.stdout + result.stderr  # some tests fail, on purpose
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -57,27 +30,6 @@ def records(junit_file: Path) -> dict[str, TestRecord]:
     return {r.path: r for r in report.parse_junit(junit_file, "harness:rcfs/default")}
 
 
-def _build(series: str = "rcfs", config: str = "default", status: report.Status = "PASS",
-           **kw: Any) -> BuildRecord:
-    return BuildRecord.new(series, config, status, duration=312.5, log_path=str(DATA / "build.log"),
-                           bzimage_path="/cache/builds/x/out/arch/i386/boot/bzImage", warnings=1, **kw)
-
-
-def _results(tmp_path: Path, junit_file: Path, name: str = "run") -> ResultsDir:
-    """Two kernels: rcfs/default (tests from the real run) and rcfs/debug (boot panicked)."""
-    rd = ResultsDir(tmp_path / name)
-    rd.add_checkout(Checkout(id="harness:rcfs", source_id="kernel-org-2.6.20", series="rcfs",
-                             patches=[PatchFile("0001-rcfs.patch", "ab" * 32)]))
-    good = rd.add_build(_build(checkout_id="harness:rcfs"))
-    rd.add_boot(BootRecord(id=f"{good.id}:boot", build_id=good.id, status="PASS", duration=3.2,
-                           console_log_path=str(DATA / "console-panic.log")))
-    rd.add_tests_from_junit(junit_file, good.id)
-    bad = rd.add_build(_build(config="debug", checkout_id="harness:rcfs"))
-    rd.add_boot(BootRecord(id=f"{bad.id}:boot", build_id=bad.id, status="FAIL", duration=1.5,
-                           console_log_path=str(DATA / "console-panic.log"),
-                           message="Kernel panic - not syncing: No init found <init>"))
-    rd.write()
-    return rd
 
 
 # --------------------------------------------------------------------------- JUnit parsing
@@ -499,58 +451,6 @@ def test_html_failure_details_are_escaped(tmp_path: Path, junit_file: Path) -> N
 def test_html_without_anything(tmp_path: Path) -> None:
     html = report.render_html(Summary())
     assert "No test results." in html and "exit code 0" in html
-
-
-# --------------------------------------------------------------------------- a real browser
-
-
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="chromium is not installed (Debian package 'chromium')")
-def test_index_html_in_headless_chromium(tmp_path: Path, junit_file: Path) -> None:
-    rd = _results(tmp_path, junit_file)
-    failed = next(t for t in rd.summary.tests if t.path.endswith("test_create_class"))
-    anchor = html.anchor("test", failed.id)
-    # A copy of the page with a probe appended: it runs after the page's own script has
-    # opened the linked failure, and writes what is really rendered into the DOM.
-    probe = """<script>
-    (function () {
-      function seen(el) { return !!el && el.getClientRects().length > 0
-                          && getComputedStyle(el).visibility !== "hidden"; }
-      var sec = document.getElementById(location.hash.slice(1));
-      var pre = sec && sec.querySelector("details.console pre");
-      var cell = document.querySelector("td.st-fail");
-      document.body.setAttribute("data-probe", JSON.stringify({
-        table: seen(document.getElementById("matrix")),
-        console: seen(pre),
-        consoleText: pre ? pre.innerText.slice(-200) : "",
-        failColour: cell ? getComputedStyle(cell).backgroundColor : ""
-      }));
-    }());
-    </script></body>"""
-    page = rd.path / "probe.html"
-    page.write_text((rd.path / "index.html").read_text().replace("</body>", probe))
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}"]
-    url = f"{page.as_uri()}#{anchor}"
-    result = proc.run([CHROMIUM, *flags, "--dump-dom", url], check=False, timeout=120,
-                      env={"HOME": str(tmp_path)})
-    assert result.returncode == 0, result.stderr[-2000:]
-    dom = result.stdout
-    start = dom.index('data-probe="') + len('data-probe="')
-    import html as html_lib
-
-    probe_data = json.loads(html_lib.unescape(dom[start:dom.index('"', start)]))
-    assert probe_data["table"] is True
-    assert probe_data["console"] is True  # the failure's console excerpt is open and rendered
-    assert probe_data["consoleText"].rstrip().endswith("<script>alert('console')</script> last console line")
-    assert probe_data["failColour"] == "rgb(242, 167, 167)"
-
-    shot = tmp_path / "shot.png"
-    result = proc.run([CHROMIUM, *flags, "--window-size=1280,1600", f"--screenshot={shot}",
-                       (rd.path / "index.html").as_uri()], check=False, timeout=120,
-                      env={"HOME": str(tmp_path)})
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
 
 
 # --------------------------------------------------------------------------- stages, not run, interrupted

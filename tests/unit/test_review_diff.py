@@ -92,7 +92,8 @@ def test_a_short_hunk_is_quoted_from_its_start(posted: diff.PatchDiff) -> None:
 def test_find_definition(posted: diff.PatchDiff) -> None:
     found = diff.find_definition(posted, "rcfs_tasks_read")
     assert found is not None and found[0].path == "kernel/rcfs.c"
-    assert found[0].at_new(found[1]).text.startswith("static ssize_t rcfs_tasks_read(")
+    line = found[0].at_new(found[1])
+    assert line is not None and line.text.startswith("static ssize_t rcfs_tasks_read(")
     assert diff.find_definition(posted, "no_such_function") is None
 
 

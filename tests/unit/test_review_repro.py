@@ -213,3 +213,20 @@ def test_harness_repro_prints_the_script_of_a_recorded_test(tmp_path: Path) -> N
     missing = subprocess.run([sys.executable, "-m", "harness", "repro", "--from", str(tmp_path),
                               "t.py::nope"], capture_output=True, text=True, check=False)
     assert missing.returncode == 2 and "no recorded test 't.py::nope'" in missing.stderr
+
+
+def test_a_poll_the_test_gave_up_is_replayed_as_long_watching_the_kernel(guest: Guest) -> None:
+    poll = [GuestCommand("run", "probe-done", exit_status=1, gap=1.0) for _ in range(4)]
+    trace = TestTrace("t.py::f", commands=[*poll, GuestCommand("run", "probe-kill", exit_status=0)],
+                      failed_phase="call", failed_after=5, kernel_report=True)
+    assert [(s.repeat, s.polled) for s in repro.steps_of(trace)] == [(4, 1), (1, None)]
+    counter = guest.tmp / "polls"
+    guest._stub("probe-done", f'n=$(cat "{counter}" 2>/dev/null || echo 0); echo $((n + 1)) > "{counter}"; '
+                              'exit 1')
+    guest._stub("probe-kill", "exit 0")
+    assert guest.run(repro.script(trace))[0] == 0 and counter.read_text().strip() == "4"
+    counter.unlink()
+    guest._stub("probe-done", f'n=$(cat "{counter}" 2>/dev/null || echo 0); echo $((n + 1)) > "{counter}"; '
+                              f'[ $n = 1 ] && echo "BUG: at kernel/fork.c:117" >> "{guest.tmp}/klog"; exit 1')
+    code, out = guest.run(repro.script(trace))
+    assert code == 1 and "after step 1" in out and counter.read_text().strip() == "2"

@@ -207,7 +207,7 @@ class FakeGuest:
 
 
 def _read_all(chan: paramiko.Channel) -> bytes:
-    out = []
+    out: list[bytes] = []
     while True:
         data = chan.recv(65536)
         if not data:
@@ -228,13 +228,13 @@ class _Server(paramiko.ServerInterface):
         path = self.guest.keys.get(username)
         if username in USERS and path is not None and paramiko.PKey.from_path(path) == key:
             self.user = username
-            return paramiko.AUTH_SUCCESSFUL
-        return paramiko.AUTH_FAILED
+            return int(paramiko.common.AUTH_SUCCESSFUL)
+        return int(paramiko.common.AUTH_FAILED)
 
     def check_channel_request(self, kind: str, chanid: int) -> int:
         if kind == "session":
-            return paramiko.OPEN_SUCCEEDED
-        return paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+            return int(paramiko.common.OPEN_SUCCEEDED)
+        return int(paramiko.common.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED)
 
     def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
         replied = threading.Event()
@@ -510,4 +510,5 @@ def test_connections_send_without_nagle_delay(guest: ssh.Guest) -> None:
     """Nagle would hold each command's last request segment until the guest's
     delayed ACK (about 40 ms on 2.6.20): every command would cost that much."""
     sock = guest.connection("root").sock
+    assert isinstance(sock, socket.socket)
     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0

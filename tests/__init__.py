@@ -1,0 +1,1 @@
+"""tests: the harness's own tests."""

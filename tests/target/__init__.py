@@ -1,0 +1,1 @@
+"""tests/target: the harness's own tests."""

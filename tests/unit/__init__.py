@@ -1,0 +1,1 @@
+"""tests/unit: the harness's own tests."""
