@@ -40,8 +40,8 @@ class VMConfig:
     extra_args: tuple[str, ...] = ()
     shutdown_timeout: float = 3.0  # for `reboot -f` over SSH before signalling QEMU
     cpus: int = 1  # >1: that many sockets of one core each, multi-threaded TCG (a CONFIG_SMP kernel)
-    trace_log: Path | None = None  # TCG's in_asm log of the instructions in trace_range (coverage)
-    trace_range: tuple[int, int] | None = None  # [start, end) guest addresses to log
+    trace_log: Path | None = None  # TCG's in_asm log of the instructions in trace_ranges (coverage)
+    trace_ranges: tuple[tuple[int, int], ...] = ()  # [start, end) guest address ranges to log
 
     @classmethod
     def for_image(cls, kernel: Path, img: image.Image, **kw: Any) -> VMConfig:
@@ -98,10 +98,9 @@ def qemu_argv(cfg: VMConfig, port: int, qmp_socket: Path | None = None) -> list[
     if cfg.incoming is not None:
         # QEMU runs exec: URIs with /bin/sh -c: the path is quoted
         argv += ["-incoming", f"exec:cat {shlex.quote(str(cfg.incoming))}"]
-    if cfg.trace_log is not None and cfg.trace_range is not None:
-        start, end = cfg.trace_range
-        argv += ["-d", "in_asm", "-dfilter", f"{start:#x}..{end - 1:#x}",
-                 "-D", _no_commas(cfg.trace_log, "trace log")]
+    if cfg.trace_log is not None and cfg.trace_ranges:
+        ranges = ",".join(f"{start:#x}..{end - 1:#x}" for start, end in cfg.trace_ranges)
+        argv += ["-d", "in_asm", "-dfilter", ranges, "-D", _no_commas(cfg.trace_log, "trace log")]
     argv += list(cfg.extra_args)
     return argv
 

@@ -89,6 +89,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "used by harness test")
     group.addoption("--kernel-set", action="append", default=[], metavar="SYMBOL=VALUE",
                     help="with --kernel-cell: the config overrides of the cell's kernel (repeatable)")
+    group.addoption("--kernel-coverage", default=None, metavar="DIR",
+                    help="trace the code the patch adds in every VM (kernels built with debug info); "
+                         "write DIR/coverage.json and coverage.html (harness.coverage)")
     group.addoption("--harness-records", default=None, metavar="PATH",
                     help="write the kernels, builds, boots and tests of this session as JSON "
                          "(harness.results.session; used by harness test)")
@@ -275,6 +278,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
                 and kernels.records.interrupted is None):
             _keep(kernels)
         kernels.release()
+        kernels.write_coverage()
     finally:
         kernels.records.wall_seconds = round(time.monotonic() - kernels.started, 2)
         records_path = session.config.getoption("--harness-records")

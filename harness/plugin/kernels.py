@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from harness import image
+from harness.coverage import report as coverage_report
 from harness.errors import HarnessError, InputError, StageError
 from harness.kernel.build import BuildResult
 from harness.machine.vm import VM, BootError, BootInfo
@@ -91,6 +92,22 @@ class KernelPool:
     _vm_count: dict[KernelSpec, int] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)  # wall time is measured from here
 
+    def __post_init__(self) -> None:
+        coverage = self.coverage_dir()
+        if coverage is not None and "," in str(coverage.absolute()):
+            raise pytest.UsageError(f"--kernel-coverage {coverage}: no commas allowed (QEMU option syntax)")
+
+    def coverage_dir(self) -> Path | None:
+        """``--kernel-coverage DIR``: where every VM's trace goes (:mod:`harness.coverage`), or None."""
+        value = self.config.getoption("--kernel-coverage")
+        return Path(value) if value else None
+
+    def write_coverage(self) -> None:
+        """With ``--kernel-coverage DIR``, once the VMs are stopped: DIR/coverage.json and .html."""
+        directory = self.coverage_dir()
+        if directory is not None and directory.is_dir():
+            coverage_report.write(directory, [directory])
+
     def kernel(self, spec: KernelSpec) -> KernelRun:
         """The records of ``spec`` (made on first use)."""
         run = self.records.kernel(spec.label)
@@ -131,7 +148,8 @@ class KernelPool:
                 run.build = self._build_record(spec, prepared.build, start)
                 return prepared
             recipe = image.resolve_recipe(spec.recipe)
-            built = target.build_kernel(spec)
+            coverage = self.coverage_dir() is not None  # the coverage flavour: with debug info
+            built = target.build_kernel(spec, debug_info=True) if coverage else target.build_kernel(spec)
             run.build = self._build_record(spec, built, start)
             step, start = "image", time.monotonic()
             return Prepared(spec, built, image.build_image(recipe))
@@ -165,7 +183,8 @@ class KernelPool:
     def _new_vm(self, spec: KernelSpec, prepared: Prepared) -> VM:
         """A VM of ``spec``, not started; with a saved boot, making it first (a real boot that may fail)."""
         options = BootOptions(boot_timeout=self.config.getoption("--boot-timeout"),
-                              snapshot=not self.config.getoption("--kernel-fresh-boot"))
+                              snapshot=not self.config.getoption("--kernel-fresh-boot"),
+                              coverage=self.coverage_dir())
         n = self._vm_count[spec] = self._vm_count.get(spec, 0) + 1
         name = f"{spec.label.replace('/', '-')}-boot{n}"  # each boot keeps its console log
         return VM(target.vm_config(prepared, options, name), name=name)

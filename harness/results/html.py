@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib.resources
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -211,7 +212,8 @@ _VERDICTS = {ExitCode.OK: ("all tests passed", "st-pass"),
                               "st-error")}
 
 
-def _context(summary: Summary, bugs: list[BugRow]) -> dict[str, Any]:
+def _context(summary: Summary, bugs: list[BugRow],
+             links: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
     view = _View(summary)
     code = exit_code(summary)
     if summary.interrupted:
@@ -229,6 +231,7 @@ def _context(summary: Summary, bugs: list[BugRow]) -> dict[str, Any]:
         "verdict": verdict,
         "verdict_css": css,
         "checkouts": summary.checkouts,
+        "links": list(links),
         "bugs": [dataclasses.replace(b, repro=[_href(r) or r for r in b.repro]) for b in bugs],
         "not_started": [k.label for k in view.kernels
                         if (b := summary.build(k.build_id)) is not None and b.status == "MISS"],
@@ -243,7 +246,9 @@ def _template() -> jinja2.Template:
     return env.from_string(resource.read_text(encoding="utf-8"))
 
 
-def render_html(summary: Summary, bugs: list[BugRow] | None = None) -> str:
+def render_html(summary: Summary, bugs: list[BugRow] | None = None,
+                links: Sequence[tuple[str, str]] = ()) -> str:
     """``index.html``: one static page, no external resources; everything escaped.  ``bugs``
-    (a review's distinct bugs) come first, before the tests x kernels table."""
-    return _template().render(**_context(summary, bugs or []))
+    (a review's distinct bugs) come first, before the tests x kernels table; ``links`` are
+    (href, text) pairs shown under the counts (``coverage.html``)."""
+    return _template().render(**_context(summary, bugs or [], links))

@@ -59,6 +59,7 @@ class ResultsDir:
         self.path.mkdir(parents=True, exist_ok=True)
         self.summary = summary if summary is not None else Summary()
         self.copy_logs = copy_logs
+        self.links: list[tuple[str, str]] = []  # (href, text) at the top of index.html (coverage.html)
 
     @classmethod
     def create(cls, parent: Path = Path("results"), *, now: _dt.datetime | None = None) -> ResultsDir:
@@ -144,7 +145,8 @@ class ResultsDir:
     def write(self) -> Path:
         """Write ``junit.xml``, ``index.html`` then ``summary.json``, each atomically; returns the dir."""
         cache.write_atomic(self.path / JUNIT_XML, render_junit(self.summary))
-        cache.write_atomic(self.path / INDEX_HTML, render_html(self.summary))
+        html = render_html(self.summary, links=self.links) if self.links else render_html(self.summary)
+        cache.write_atomic(self.path / INDEX_HTML, html)
         cache.write_atomic(self.path / SUMMARY_JSON, self.summary.to_json())
         return self.path
 

@@ -14,8 +14,12 @@ Each failing test gets a *signature*, the first of:
 4. the test function and the first line of its failure message, numbers
    left out (its parametrisations that fail alike are one bug).
 
-Tests with the same signature form one :class:`Bug`.  Tests that ERROR (the
-harness failed) or did not run are not bugs; the review lists them apart.
+Tests with the same signature form one :class:`Bug`, and so do tests that
+state the same behaviour (the same xfail reason) whatever their signatures:
+two tests are one bug when a chain of shared signatures or stated behaviours
+links them.  Tests that ERROR (the harness failed) or did not run are not
+bugs (but a kernel report while the harness cleaned up after a test is);
+the review lists them apart.
 """
 
 from __future__ import annotations
@@ -146,12 +150,27 @@ def describe(sig: tuple[str, ...], test: FailedTest) -> str:
 def group(tests: list[FailedTest], patch_functions: set[str],
           symbols: dict[str, SymbolMap | None] | None = None) -> list[Bug]:
     """The distinct bugs among ``tests``, in the order their first test failed."""
-    bugs: dict[tuple[str, ...], Bug] = {}
-    for test in tests:
-        sig = signature(test, patch_functions, (symbols or {}).get(test.kernel))
-        bug = bugs.get(sig)
+    sigs = [signature(t, patch_functions, (symbols or {}).get(t.kernel)) for t in tests]
+    parent = list(range(len(tests)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first_with: dict[tuple[str, ...], int] = {}
+    for i, (test, sig) in enumerate(zip(tests, sigs, strict=True)):
+        for key in (sig, ("behaviour", test.behaviour) if test.behaviour else None):
+            if key is not None:
+                mine, theirs = root(i), root(first_with.setdefault(key, i))
+                if mine != theirs:
+                    parent[mine] = theirs
+    bugs: dict[int, Bug] = {}
+    for i, (test, sig) in enumerate(zip(tests, sigs, strict=True)):
+        bug = bugs.get(root(i))
         if bug is None:
-            bug = bugs[sig] = Bug(sig, describe(sig, test), [])
+            bug = bugs[root(i)] = Bug(sig, describe(sig, test), [])
         bug.tests.append(test)
         if test.reports and bug.report is None:
             bug.report, bug.report_test = test.reports[0], test

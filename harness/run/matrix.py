@@ -46,6 +46,7 @@ from typing import IO
 
 from harness import proc, resources
 from harness import results as report
+from harness.coverage import report as coverage_report
 from harness.errors import InputError
 from harness.kernel import config, patches
 from harness.results import SessionRecords, build_id_for, record_id
@@ -57,6 +58,8 @@ log = logging.getLogger(__name__)
 GRACE = 10.0
 """Seconds a signalled cell has to stop and write what ran before it is killed."""
 POLL = 0.1
+COVERAGE_DIR = "coverage"
+"""A cell's folder of VM traces with ``harness test --coverage``."""
 
 
 @dataclass(frozen=True, order=True)
@@ -126,8 +129,11 @@ def validate(cells: Sequence[Cell]) -> None:
         patches.load_series(cell.series)
 
 
-def pytest_argv(cell: Cell, out: Path, suite: Path, extra: Sequence[str]) -> list[str]:
+def pytest_argv(cell: Cell, out: Path, suite: Path, extra: Sequence[str],
+                coverage: bool = False) -> list[str]:
     sets = [arg for o in cell.overrides for arg in ("--kernel-set", o)]
+    if coverage:  # each cell traces into its own directory; run() takes the union
+        sets.append(f"--kernel-coverage={out / COVERAGE_DIR}")
     return pytest_cmd.pytest_argv(
         [str(suite)], config=cell.config, series=cell.series, suite=suite,
         extra=["--kernel-cell", *sets, f"--junitxml={out / 'junit.xml'}", "-o", "junit_logging=all",
@@ -184,11 +190,12 @@ class _Running:
     signalled: str | None = None
 
 
-def _start_cell(cell: Cell, cells_dir: Path, suite: Path, extra: Sequence[str]) -> _Running:
+def _start_cell(cell: Cell, cells_dir: Path, suite: Path, extra: Sequence[str],
+                coverage: bool = False) -> _Running:
     out = cells_dir / cell.slug
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "pytest.log"
-    argv = pytest_argv(cell, out, suite, extra)
+    argv = pytest_argv(cell, out, suite, extra, coverage)
     logf = log_path.open("wb")
     logf.write(f"$ {proc.format_argv(argv)}\n".encode())
     logf.flush()
@@ -225,7 +232,7 @@ def _more_cells(outcome: CellOutcome) -> list[Cell]:
 
 
 def run_cells(cells: Sequence[Cell], cells_dir: Path, suite: Path, extra: Sequence[str], jobs: int,
-              stop: Stop) -> tuple[list[CellOutcome], list[Cell]]:
+              stop: Stop, coverage: bool = False) -> tuple[list[CellOutcome], list[Cell]]:
     """Run ``cells``, ``jobs`` at a time, until done or ``stop`` has a signal.
 
     Returns the outcomes of the cells that ran and the cells never started.
@@ -237,7 +244,7 @@ def run_cells(cells: Sequence[Cell], cells_dir: Path, suite: Path, extra: Sequen
     try:
         while pending or running:
             while pending and len(running) < jobs and stop.signum is None:
-                running.append(_start_cell(pending.popleft(), cells_dir, suite, extra))
+                running.append(_start_cell(pending.popleft(), cells_dir, suite, extra, coverage))
             if stop.signum is not None:
                 _pass_on(stop, running)
             for r in list(running):
@@ -339,9 +346,10 @@ def not_started(results: report.ResultsDir, cell: Cell, signal_name: str) -> Non
 
 def run(cells: Sequence[Cell], *, results_parent: Path = Path("results"), suite: Path | None = None,
         extra: Sequence[str] = (), jobs: int | None = None,
-        into: report.ResultsDir | None = None) -> tuple[Path, int]:
+        into: report.ResultsDir | None = None, coverage: bool = False) -> tuple[Path, int]:
     """Run ``cells`` (``jobs`` at a time) into a new results directory under ``results_parent``
-    (or into the directory ``into``, which may hold records already); returns (its path, exit code)."""
+    (or into the directory ``into``, which may hold records already); returns (its path, exit code).
+    ``coverage``: trace every VM and write ``coverage.json``/``.html`` (:mod:`harness.coverage`)."""
     validate(cells)
     suite = suite or resources.suite("rcfs")
     jobs = jobs or min(len(cells), max(1, os.cpu_count() or 1)) or 1
@@ -349,9 +357,13 @@ def run(cells: Sequence[Cell], *, results_parent: Path = Path("results"), suite:
         results = into if into is not None else report.ResultsDir.create(results_parent)
         print(f"harness: {len(cells)} kernel(s), {jobs} at a time: "
               f"{', '.join(c.label for c in cells)}", file=sys.stderr)
-        outcomes, never = run_cells(cells, results.path / "cells", suite, extra, jobs, stop)
+        outcomes, never = run_cells(cells, results.path / "cells", suite, extra, jobs, stop, coverage)
         for outcome in outcomes:
             collect(results, outcome)
+        if coverage:
+            found = coverage_report.write(results.path, [o.junit.parent / COVERAGE_DIR for o in outcomes])
+            print(f"harness: patch coverage\n{coverage_report.headline(found)}", file=sys.stderr)
+            results.links.append((coverage_report.COVERAGE_HTML, "Patch coverage: which added lines ran"))
         if stop.name is not None:
             for cell in never:
                 not_started(results, cell, stop.name)

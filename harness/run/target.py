@@ -9,6 +9,7 @@ config → build and the image stage; :func:`booted` boots the result in a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 from collections.abc import Iterator
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from harness import cache, image
+from harness.coverage import flavour
+from harness.coverage import plan as coverage_plan
 from harness.errors import InputError
 from harness.image import Image
 from harness.kernel import build, build_entry, config, patches, source
@@ -57,14 +60,20 @@ class BootOptions:
     console_dir: Path | None = None
     extra: dict[str, str] = field(default_factory=dict)
     snapshot: bool = True  # resume a saved boot (made on first use) instead of booting
+    coverage: Path | None = None  # trace the patch's code into this directory (harness.coverage)
 
 
-def build_kernel(spec: KernelSpec, *, jobs: int | None = None, force: bool = False) -> BuildResult:
+def build_kernel(spec: KernelSpec, *, jobs: int | None = None, force: bool = False,
+                 debug_info: bool = False) -> BuildResult:
+    """Build ``spec``; ``debug_info``: its coverage flavour (same code, with DWARF)."""
     if jobs is not None:
         build.check_jobs(jobs)
     series = patches.load_series(spec.series)
-    request_config = config.render(spec.config, series_chain=series.chain,
-                                   overrides=list(spec.overrides))
+    overrides = list(spec.overrides)
+    if debug_info:
+        plain = config.render(spec.config, series_chain=series.chain, overrides=overrides)
+        overrides = flavour.debug_info_overrides(plain.symbols) + overrides
+    request_config = config.render(spec.config, series_chain=series.chain, overrides=overrides)
     src = source.resolve(spec.kernel_src)
     kwargs = {"jobs": jobs} if jobs is not None else {}
     req = build.BuildRequest(source=src, series=series, config=request_config, **kwargs)
@@ -133,8 +142,13 @@ def vm_config(prepared: Prepared, options: BootOptions, name: str) -> VMConfig:
         options.console_dir.mkdir(parents=True, exist_ok=True)
         kwargs["console_log"] = options.console_dir / f"{name}.console.log"
     cfg = VMConfig.for_image(prepared.build.bzimage, prepared.image, **kwargs)
-    if options.snapshot:
+    trace = None
+    if options.coverage is not None:
+        trace = coverage_plan.vm_trace(prepared, options.coverage, name, resumes=options.snapshot)
+    if options.snapshot and (trace is None or not trace.boots):
         cfg = snapshot.resume_config(cfg, snapshot.ensure(cfg, name))
+    if trace is not None:  # the first VM of a kernel boots: code run only at boot is traced too
+        cfg = dataclasses.replace(cfg, trace_log=trace.log, trace_ranges=trace.ranges)
     return cfg
 
 

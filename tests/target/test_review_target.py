@@ -32,8 +32,11 @@ def test_review_of_the_seed_as_posted_and_repaired(kernel_source: Source, tmp_pa
                            "kernel/rcfs.c:198:32: error: expected ':' before ';' token"),
                           ("> + sort(pidarray, npids, sizeof(pid_t), cmppid, NULL);",
                            "kernel/rcfs.c:428:39: error: 'cmppid' undeclared")]:
-        assert quoted in text and error in text
-        assert text.index(quoted) < text.index(error)  # the hunk first, the compiler's words after it
+        section = text[text.index("Build problem"):]
+        section = section[section.index(error):]  # its header names the error
+        section = section[:section.index("\n\n", section.index("gcc says:"))]
+        # the hunk quoted down to the line, then the compiler's words
+        assert section.index(quoted) < section.index("gcc says:") < section.index(f"  {error}")
     assert "init/Kconfig:249: unknown option \"Say\"" in text  # what stops the configuration first
 
     code, text, results = _review(tmp_path, "repaired", "--repair", "rcfs")

@@ -181,7 +181,7 @@ def staged_pool(monkeypatch: pytest.MonkeyPatch) -> pytest_plugin.KernelPool:
     monkeypatch.setattr(pytest_plugin, "VM", FakeVM)
     monkeypatch.setattr(target, "vm_config", lambda prepared, options, name: name)
     monkeypatch.setattr(image, "resolve_recipe", lambda name: f"recipe {name}")
-    monkeypatch.setattr(target, "build_kernel", lambda spec: FakeBuilt())
+    monkeypatch.setattr(target, "build_kernel", lambda spec, **kw: FakeBuilt())
     return pytest_plugin.KernelPool(FakeConfig())  # type: ignore[arg-type]
 
 
@@ -211,7 +211,7 @@ def test_an_image_failure_is_one_stage_error_the_build_passed_and_the_rest_is_no
 
 def test_a_build_failure_is_the_build_record_naming_its_stage(
         staged_pool: pytest_plugin.KernelPool, monkeypatch: pytest.MonkeyPatch) -> None:
-    def bad_patch(spec: object) -> object:
+    def bad_patch(spec: object, **kw: object) -> object:
         raise StageError("0003-fix.patch does not apply", stage="patch")
 
     monkeypatch.setattr(target, "build_kernel", bad_patch)

@@ -125,3 +125,15 @@ def test_a_kernel_report_during_cleanup_is_a_bug_not_an_error_of_the_harness() -
     assert [t.nodeid for t in tests] == ["t.py::f"]
     (bug,) = bugs.group(tests, {"rcfs_rmdir"})
     assert bug.signature == ("kernel", "lockdep", "rcfs_rmdir")
+
+
+def test_tests_stating_the_same_behaviour_are_one_bug_whatever_their_failing_step() -> None:
+    def test(name: str, behaviour: str, stdout: str) -> bugs.FailedTest:
+        step = GuestCommand("probe", f"rcfs-probe {stdout.split(':')[0]} /m/x", exit_status=1, stdout=stdout)
+        trace = TestTrace(name, "k", f"posted patch: {behaviour}" if behaviour else "", [step], "call", 1)
+        return bugs.FailedTest(TestRecord(id=name, build_id="b", path=name, status="FAIL"), "k", trace)
+    tests = [test("t.py::a", "leak", "mount: EBUSY\n"), test("t.py::b", "leak", "mkdir: EEXIST\n"),
+             test("t.py::c", "", "mkdir: EEXIST\n"), test("t.py::d", "other", "rmdir: EBUSY\n")]
+    grouped = bugs.group(tests, set())
+    assert [[t.nodeid for t in b.tests] for b in grouped] == [["t.py::a", "t.py::b", "t.py::c"], ["t.py::d"]]
+    assert grouped[0].title == "leak"

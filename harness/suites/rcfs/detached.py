@@ -1,21 +1,29 @@
-"""Run a long guest shell script detached from SSH, watching the kernel console meanwhile.
+"""Run a long guest shell script while watching the kernel console for a panic, Oops or BUG.
 
-Shared by the concurrency tests (test_stress.py, test_race.py): the script
-runs in its own session (``setsid``), so one ``kill -9 -PGID`` stops every
-loop it started; the console is checked every second, and at the first
-kernel report the script is killed, the VM (in an unknown state) is thrown
-away and the test fails at once, instead of waiting for loops that may hang
-on a lock an oopsed task held.
+At the first such report the VM (in an unknown state) is thrown away and
+the test fails at once, instead of waiting for a script that may hang on a
+lock the dead task held.  A lockdep report or a warning lets the script
+end (the plugin then fails the test on it), as for any test.
+
+* :func:`run_detached` (test_stress.py, test_race.py): the script runs in
+  its own session (``setsid``), so one ``kill -9 -PGID`` stops every loop
+  it started; the guest is asked every second whether it has ended.
+* :func:`run_watched` (test_leaks.py): the script runs as one SSH command
+  and nothing else runs in the guest meanwhile (no polling command), so
+  the guest's task set is the script's own: counters that depend on which
+  tasks exist stay exact.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
 
+from harness.machine.ssh import CommandResult
 from harness.machine.vm import VM
-from harness.plugin import CHECKED_KINDS, pool
+from harness.plugin import REPLACE_KINDS, pool
 from harness.plugin.guest import Rcfs
 
 JOB = "/tmp/detached"  # .sh the script, .out its output, .pid its process group, .done when it ended
@@ -38,7 +46,7 @@ def run_detached(rcfs: Rcfs, vm: VM, request: pytest.FixtureRequest, script: str
     guest.run(f"cat > {JOB}.sh", input=script)
     guest.sh(_LAUNCH)
     for _ in range(limit):
-        events = [e for e in vm.events_since(mark) if e.kind in CHECKED_KINDS]
+        events = [e for e in vm.events_since(mark) if e.kind in REPLACE_KINDS]
         if events:
             guest.run(f"kill -9 -$(cat {JOB}.pid); touch {JOB}.done", timeout=10)
             rcfs.mounts.clear()
@@ -50,3 +58,36 @@ def run_detached(rcfs: Rcfs, vm: VM, request: pytest.FixtureRequest, script: str
     guest.run(f"kill -9 -$(cat {JOB}.pid)", timeout=10)
     pytest.fail(f"the guest script did not end in {limit} s: "
                 f"{guest.run(f'cat {JOB}.out').stdout[-2000:]}")
+
+
+def run_watched(rcfs: Rcfs, vm: VM, request: pytest.FixtureRequest, script: str,
+                timeout: float) -> str:
+    """Run ``script`` as one guest command; its standard output.
+
+    The command runs in a thread while this one watches the console; a
+    command still running after ``timeout`` seconds is an error of the
+    guest command (as for any command).
+    """
+    mark = vm.mark()
+    outcome: list[CommandResult | BaseException] = []
+
+    def work() -> None:
+        try:
+            outcome.append(rcfs.guest.run(script, timeout=timeout))
+        except BaseException as exc:  # handed to the test's thread
+            outcome.append(exc)
+
+    worker = threading.Thread(target=work, name="guest-script", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        events = [e for e in vm.events_since(mark) if e.kind in REPLACE_KINDS]
+        if events:
+            rcfs.mounts.clear()
+            pool(request.config).discard()  # stops QEMU: the command ends with an error
+            worker.join(timeout=30)
+            pytest.fail(f"kernel reported {len(events)} problem(s), first: {events[0]}")
+        worker.join(timeout=0.2)
+    result = outcome[0]
+    if isinstance(result, BaseException):
+        raise result
+    return result.stdout

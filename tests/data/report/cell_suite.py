@@ -6,23 +6,25 @@ import time
 
 import pytest
 
+from harness.machine.vm import VM
+
 PAUSE = float(os.environ.get("FAKE_PAUSE", "0"))
 
 
 @pytest.mark.parametrize("n", range(12))
-def test_plain(kernel_vm, n):
+def test_plain(kernel_vm: VM, n: int) -> None:
     time.sleep(PAUSE)
 
 
 @pytest.mark.kernel(set={"CONFIG_RCFS_TESTSS": "y"})
-def test_with_an_override(kernel_vm):
+def test_with_an_override(kernel_vm: VM) -> None:
     pass
 
 
 @pytest.mark.kernel(config="debug")
-def test_on_debug(kernel_vm):
+def test_on_debug(kernel_vm: VM) -> None:
     pass
 
 
-def test_without_a_kernel():
+def test_without_a_kernel() -> None:
     pass

@@ -14,15 +14,15 @@ from harness.errors import InfraError
 
 
 @pytest.fixture
-def guest():
+def guest() -> None:
     raise ConnectionError("ssh to guest <vm0> dropped & not back")
 
 
-def test_mount_rcfs():
+def test_mount_rcfs() -> None:
     print("[    1.204] rcfs: mounted on /rcfs")
 
 
-def test_create_class():
+def test_create_class() -> None:
     for i in range(3000):
         print(f"[ {i:8d}.000] guest console line {i}")
     print("[ 3000.000] <script>alert('console')</script> last console line")
@@ -31,29 +31,29 @@ def test_create_class():
     assert 1 + 1 == 3, "class <script>alert('x')</script> not created"
 
 
-def test_needs_guest(guest):
+def test_needs_guest(guest: None) -> None:
     pass
 
 
-def test_ssh_drop():
+def test_ssh_drop() -> None:
     raise InfraError("guest vm0: SSH connection lost after 30 s")
 
 
-def test_numtasks():
+def test_numtasks() -> None:
     pytest.skip("numtasks controller not in this series")
 
 
 @pytest.mark.xfail(reason="shares not enforced yet")
-def test_shares():
+def test_shares() -> None:
     assert 2 < 1
 
 
 @pytest.mark.xfail(reason="was broken in the posted patch", strict=True)
-def test_fixed_strict():
+def test_fixed_strict() -> None:
     pass
 
 
 class TestHierarchy:
     @pytest.mark.parametrize("depth", [1, 2])
-    def test_depth(self, depth):
+    def test_depth(self, depth: int) -> None:
         assert depth > 0

@@ -13,7 +13,13 @@
  *   rcfs-probe [OPTIONS] umount TARGET
  *   rcfs-probe [OPTIONS] mkdir PATH
  *   rcfs-probe [OPTIONS] rmdir PATH
+ *   rcfs-probe [OPTIONS] clone FLAGS        clone(2) with FLAGS|CLONE_VFORK|SIGCHLD (no
+ *                                           CLONE_VM); the child exits at once
+ *   rcfs-probe [OPTIONS] unshare FLAGS      unshare(2) FLAGS
  *   rcfs-probe cleanup [TOP...]             see do_cleanup()
+ *
+ * FLAGS: "none" or a comma-separated list of ns, uts, ipc (CLONE_NEWNS,
+ * CLONE_NEWUTS, CLONE_NEWIPC).
  *
  * Options:
  *   -u UID    switch to UID first (setgroups(0), setgid(GID), setuid(UID))
@@ -27,6 +33,12 @@
  *   -m MODE   mkdir: mode in octal (default 755); write: creation mode (644)
  *   -t MS     give up after MS milliseconds: print "OP: TIMEOUT" and exit 3,
  *             leaving the operation blocked in a child (a hung umount)
+ *   -F N@ADDR fail the Nth slab allocation that failslab counts for this
+ *             process during the operation's one key system call (see
+ *             fault_arm() below); ADDR is the kernel address (hex) of
+ *             failslab's struct fault_attr.  Prints "fault: OK N INJECTED
+ *             ALLOCS": INJECTED 1 if a failure was injected, ALLOCS the
+ *             allocations counted during the call.
  *
  * DATA "-" for mount means a NULL data pointer; "" is an empty string.
  * By default write opens like the shell's ">": O_WRONLY|O_CREAT|O_TRUNC.
@@ -39,7 +51,9 @@
  *                     then a newline if the content did not end with one
  *   close: OK
  *   mount: OK         mount: ENOENT
- *   umount: OK / mkdir: OK / rmdir: OK
+ *   umount: OK / mkdir: OK / rmdir: OK / unshare: OK
+ *   clone: OK PID     then   wait: OK STATUS   (the child's exit status)
+ *   fault: OK 3 1 40  (with -F)                fault: ENOENT (setup failed)
  * Exit status: 0 when every step succeeded, 1 when one failed, 2 on bad usage,
  * 3 when -t ran out.
  * Output is unbuffered, so the lines before a step that kills the process
@@ -56,7 +70,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <stdint.h>
 #include <sys/mount.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -136,9 +153,11 @@ static void usage(const char *msg)
 	if (msg)
 		dprintf(2, "rcfs-probe: %s\n", msg);
 	dprintf(2,
-		"usage: rcfs-probe [-u UID [-g GID]] [-x] [-n N] [-e] [-a] [-f FLAGS] [-m MODE] [-t MS] OP ARGS\n"
+		"usage: rcfs-probe [-u UID [-g GID]] [-x] [-n N] [-e] [-a] [-f FLAGS] [-m MODE] [-t MS]\n"
+		"                  [-F N@ADDR] OP ARGS\n"
 		"  write PATH DATA | read PATH | mount SOURCE TARGET FSTYPE DATA\n"
-		"  umount TARGET | mkdir PATH | rmdir PATH | cleanup [TOP...]\n");
+		"  umount TARGET | mkdir PATH | rmdir PATH | clone FLAGS | unshare FLAGS\n"
+		"  cleanup [TOP...]\n");
 	exit(2);
 }
 
@@ -204,6 +223,191 @@ static void put_all(const unsigned char *p, size_t n)
 	}
 }
 
+/* ---- -F: fail the Nth slab allocation (failslab) -------------------------
+ *
+ * How 2.6.20's failslab decides (lib/fault-inject.c, should_fail()), for
+ * each slab allocation (the test harness sets ignore-gfp-wait to 0, so
+ * that allocations that may sleep count too, and task-filter, probability
+ * 100 and the stack-trace range require-start..require-end once per test;
+ * this program sets a large interval):
+ *   1. task-filter: only tasks whose /proc/PID/make-it-fail is 1;
+ *   2. times == 0: no failure, and nothing is counted;
+ *   3. count++; unless count % interval == 0: no failure;
+ *   4. probability, then the stack-trace filter: a return address of the
+ *      call chain (frame pointers, 32 deep) must lie in the range;
+ *   5. fail, and times--.
+ * The counter is not in debugfs and never reset, so this program sets it
+ * through /dev/kmem to INTERVAL - N just before the call: the Nth
+ * allocation the call makes brings it to INTERVAL, a multiple of the
+ * interval, and fails if it was made from within the range.  times = 1
+ * arms it (one failure at most), times = 0 disarms it; between the two
+ * only the call itself runs (output is printed after disarming).  Reading
+ * back goes through /dev/kmem too (no allocation; debugfs attribute files
+ * cannot be read twice through one descriptor, and opening one allocates).
+ * The offsets are those of 2.6.20's struct fault_attr on i386 (4-byte
+ * words: probability, interval, times, space, verbose, task_filter,
+ * stacktrace_depth, require_start, require_end, reject_start, reject_end,
+ * count); the harness checks them against debugfs before using -F.
+ */
+#define FAILSLAB "/sys/kernel/debug/failslab/"
+#define FAULT_INTERVAL 0x40000000UL
+#define FAULT_ATTR_TIMES 8
+#define FAULT_ATTR_COUNT 44
+
+static struct {
+	unsigned long nth;	/* 0: no fault injection */
+	unsigned long addr;	/* kernel address of failslab's struct fault_attr */
+	int times, kmem, self;	/* failslab/times (written only), /dev/kmem, make-it-fail */
+	uint32_t start;		/* the counter's value when armed */
+	int injected;
+	unsigned long allocs;
+} fault = { .times = -1, .kmem = -1, .self = -1 };
+
+static void fault_setup_failed(const char *what)
+{
+	dprintf(2, "rcfs-probe: -F: %s\n", what);
+	step("fault", 0, NULL);
+	exit(1);
+}
+
+static void put_text(int fd, const char *text, const char *what)
+{
+	if (write(fd, text, strlen(text)) != (ssize_t)strlen(text))
+		fault_setup_failed(what);
+}
+
+/* Open what arming needs and set the interval (nothing is counted yet). */
+static void fault_open(void)
+{
+	char text[32];
+	int fd;
+
+	if (!fault.nth)
+		return;
+	fd = open(FAILSLAB "interval", O_WRONLY);
+	if (fd < 0)
+		fault_setup_failed(FAILSLAB "interval");
+	snprintf(text, sizeof(text), "%lu\n", FAULT_INTERVAL);
+	put_text(fd, text, "write " FAILSLAB "interval");
+	close(fd);
+	fault.times = open(FAILSLAB "times", O_WRONLY);
+	if (fault.times < 0)
+		fault_setup_failed(FAILSLAB "times");
+	fault.kmem = open("/dev/kmem", O_RDWR);
+	if (fault.kmem < 0)
+		fault_setup_failed("/dev/kmem");
+	fault.self = open("/proc/self/make-it-fail", O_WRONLY);
+	if (fault.self < 0)
+		fault_setup_failed("/proc/self/make-it-fail");
+}
+
+static void fault_arm(void)
+{
+	if (!fault.nth)
+		return;
+	fault.start = (uint32_t)(FAULT_INTERVAL - fault.nth);
+	put_text(fault.self, "1", "write /proc/self/make-it-fail");
+	if (pwrite(fault.kmem, &fault.start, sizeof(fault.start),
+		   (off_t)(fault.addr + FAULT_ATTR_COUNT)) !=
+	    (ssize_t)sizeof(fault.start))
+		fault_setup_failed("write the counter through /dev/kmem");
+	put_text(fault.times, "1", "write " FAILSLAB "times");
+}
+
+/* Disarm, and find out what happened; keeps errno (the call's). */
+static void fault_disarm(void)
+{
+	int err = errno;
+	int32_t times;
+	uint32_t now;
+	ssize_t n, m;
+
+	if (!fault.nth)
+		return;
+	n = pread(fault.kmem, &times, sizeof(times), (off_t)(fault.addr + FAULT_ATTR_TIMES));
+	m = pread(fault.kmem, &now, sizeof(now), (off_t)(fault.addr + FAULT_ATTR_COUNT));
+	put_text(fault.times, "0", "write " FAILSLAB "times");
+	put_text(fault.self, "0", "write /proc/self/make-it-fail");
+	if (n != (ssize_t)sizeof(times) || m != (ssize_t)sizeof(now))
+		fault_setup_failed("read failslab's times and counter through /dev/kmem");
+	fault.injected = times == 0;
+	fault.allocs = (unsigned long)(uint32_t)(now - fault.start);
+	dprintf(1, "fault: OK %lu %d %lu\n", fault.nth, fault.injected, fault.allocs);
+	errno = err;
+}
+
+/* -F N@ADDR */
+static void fault_option(const char *arg)
+{
+	const char *at = strchr(arg, '@');
+	char nth[32];
+
+	if (!at || at == arg || (size_t)(at - arg) >= sizeof(nth))
+		usage("-F takes N@ADDR");
+	memcpy(nth, arg, (size_t)(at - arg));
+	nth[at - arg] = 0;
+	fault.nth = number(nth, 10, "-F allocation number");
+	fault.addr = number(at + 1, 16, "-F address");
+	if (!fault.nth || fault.nth >= FAULT_INTERVAL || !fault.addr)
+		usage("-F: N must be 1 or more, ADDR not 0");
+}
+
+#ifndef CLONE_NEWUTS
+#define CLONE_NEWUTS 0x04000000
+#endif
+#ifndef CLONE_NEWIPC
+#define CLONE_NEWIPC 0x08000000
+#endif
+
+/* "none" or a comma-separated list of ns, uts, ipc */
+static unsigned long ns_flags(const char *text)
+{
+	unsigned long flags = 0;
+	const char *p = text;
+	size_t n;
+
+	if (!strcmp(text, "none"))
+		return 0;
+	while (*p) {
+		n = strcspn(p, ",");
+		if (n == 2 && !strncmp(p, "ns", 2))
+			flags |= CLONE_NEWNS;
+		else if (n == 3 && !strncmp(p, "uts", 3))
+			flags |= CLONE_NEWUTS;
+		else if (n == 3 && !strncmp(p, "ipc", 3))
+			flags |= CLONE_NEWIPC;
+		else
+			usage("FLAGS: none, or ns, uts, ipc separated by commas");
+		p += n;
+		if (*p == ',' && *++p == 0)
+			usage("FLAGS: none, or ns, uts, ipc separated by commas");
+	}
+	return flags;
+}
+
+/*
+ * clone(2) like fork (no CLONE_VM: the child runs on a copy of this stack)
+ * with CLONE_VFORK, so this process sleeps until the child has exited and
+ * the child's allocations, if any, are counted before disarming; then wait.
+ */
+static int do_clone(unsigned long flags)
+{
+	int status = 0;
+	long pid;
+
+	fault_arm();
+	pid = syscall(SYS_clone, flags | CLONE_VFORK | SIGCHLD, 0, 0, 0, 0);
+	if (pid == 0)
+		syscall(SYS_exit, 0);
+	fault_disarm();
+	step("clone", pid > 0, "%ld", pid);
+	if (pid <= 0)
+		return failed;
+	step("wait", waitpid((pid_t)pid, &status, 0) == pid, "%d",
+	     WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+	return failed;
+}
+
 static int do_write(const char *path, const char *arg, int hex, unsigned long copies,
 		    int flags, mode_t mode)
 {
@@ -231,7 +435,9 @@ static int do_write(const char *path, const char *arg, int hex, unsigned long co
 	step("open", fd >= 0, NULL);
 	if (fd < 0)
 		return 1;
+	fault_arm();
 	w = write(fd, buf, total);
+	fault_disarm();
 	step("write", w >= 0, "%ld", (long)w);
 	step("close", close(fd) == 0, NULL);
 	return failed;
@@ -246,7 +452,9 @@ static int do_read(const char *path, int hex)
 
 	if (!buf)
 		usage("out of memory");
+	fault_arm();
 	fd = open(path, O_RDONLY);
+	fault_disarm();
 	step("open", fd >= 0, NULL);
 	if (fd < 0)
 		return 1;
@@ -549,8 +757,9 @@ int main(int argc, char **argv)
 	int have_mode = 0;
 	long deadline_ms = 0;
 	const char *op;
+	int r;
 
-	while ((opt = getopt(argc, argv, "+u:g:xn:eaf:m:t:h")) != -1) {
+	while ((opt = getopt(argc, argv, "+u:g:xn:eaf:m:t:F:h")) != -1) {
 		switch (opt) {
 		case 'u': uid = (long)number(optarg, 10, "uid"); break;
 		case 'g': gid = (long)number(optarg, 10, "gid"); break;
@@ -561,6 +770,7 @@ int main(int argc, char **argv)
 		case 'f': mflags = number(optarg, 0, "flags"); break;
 		case 'm': mode = (mode_t)number(optarg, 8, "mode"); have_mode = 1; break;
 		case 't': deadline_ms = (long)number(optarg, 10, "milliseconds"); break;
+		case 'F': fault_option(optarg); break;
 		case 'h': usage(NULL); break;
 		default: usage(NULL);
 		}
@@ -573,6 +783,7 @@ int main(int argc, char **argv)
 
 	if (deadline_ms > 0)
 		run_with_deadline(op, deadline_ms);
+	fault_open();
 
 	if (uid >= 0) {
 		if (gid < 0)
@@ -605,25 +816,54 @@ int main(int argc, char **argv)
 		if (argc != 4)
 			usage("mount takes SOURCE TARGET FSTYPE DATA");
 		data = strcmp(argv[3], "-") ? argv[3] : NULL;
-		step("mount", mount(argv[0], argv[1], argv[2], mflags, data) == 0, NULL);
+		fault_arm();
+		r = mount(argv[0], argv[1], argv[2], mflags, data);
+		fault_disarm();
+		step("mount", r == 0, NULL);
 		return failed;
 	}
 	if (!strcmp(op, "umount")) {
 		if (argc != 1)
 			usage("umount takes TARGET");
-		step("umount", umount2(argv[0], (int)mflags) == 0, NULL);
+		fault_arm();
+		r = umount2(argv[0], (int)mflags);
+		fault_disarm();
+		step("umount", r == 0, NULL);
 		return failed;
 	}
 	if (!strcmp(op, "mkdir")) {
 		if (argc != 1)
 			usage("mkdir takes PATH");
-		step("mkdir", mkdir(argv[0], have_mode ? mode : 0755) == 0, NULL);
+		fault_arm();
+		r = mkdir(argv[0], have_mode ? mode : 0755);
+		fault_disarm();
+		step("mkdir", r == 0, NULL);
 		return failed;
 	}
 	if (!strcmp(op, "rmdir")) {
 		if (argc != 1)
 			usage("rmdir takes PATH");
-		step("rmdir", rmdir(argv[0]) == 0, NULL);
+		fault_arm();
+		r = rmdir(argv[0]);
+		fault_disarm();
+		step("rmdir", r == 0, NULL);
+		return failed;
+	}
+	if (!strcmp(op, "clone")) {
+		if (argc != 1)
+			usage("clone takes FLAGS");
+		return do_clone(ns_flags(argv[0]));
+	}
+	if (!strcmp(op, "unshare")) {
+		unsigned long f;
+
+		if (argc != 1)
+			usage("unshare takes FLAGS");
+		f = ns_flags(argv[0]);
+		fault_arm();
+		r = unshare((int)f);
+		fault_disarm();
+		step("unshare", r == 0, NULL);
 		return failed;
 	}
 	if (!strcmp(op, "cleanup"))
