@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # harness.run.target imports this module when a run measures 
 PLAN = "plan.json"
 BOOT_LOG = ".boot.log"
 LOG = ".log"
-FORMAT = 1
+FORMAT = 2
 #: functions start 16-byte aligned: less than this between two traced ones is padding
 FUNCTION_ALIGN = 16
 
@@ -54,12 +54,14 @@ class KernelPlan:
     key: str  # the build's key: one directory per kernel
     label: str
     series: str
+    source: str  # digest of the patched files: kernels with the same one share line numbers
     ranges: tuple[tuple[int, int], ...]  # [start, end) addresses QEMU logs
     functions: tuple[str, ...]  # the functions those ranges hold
     files: dict[str, FilePlan]
 
     def to_json(self) -> dict[str, Any]:
         return {"format": FORMAT, "key": self.key, "label": self.label, "series": self.series,
+                "source": self.source,
                 "ranges": [list(r) for r in self.ranges], "functions": list(self.functions),
                 "files": {path: {"added": list(f.added),
                                  "executable": {str(line): list(a) for line, a in f.executable.items()},
@@ -79,6 +81,7 @@ class KernelPlan:
                                            str(d["text"])) for d in h) for h in f["hunks"]))
                 for path, f in data["files"].items()}
             return cls(key=str(data["key"]), label=str(data["label"]), series=str(data["series"]),
+                       source=str(data["source"]),
                        ranges=tuple((int(s), int(e)) for s, e in data["ranges"]),
                        functions=tuple(str(n) for n in data["functions"]), files=files)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -145,6 +148,7 @@ def make_plan(vmlinux: Path, pristine: Path, patched: Path, files: list[str], *,
         lambda addresses: debuginfo.read_chains(vmlinux, addresses))
     return KernelPlan(
         key=key, label=label, series=series,
+        source=cache.digest(*(f"{path}\0{new}" for path, (_, new) in sorted(texts.items()))),
         ranges=tuple(debuginfo.merge_ranges(((f.start, f.end) for f in traced), gap=FUNCTION_ALIGN)),
         functions=tuple(f.name for f in traced),
         files={path: FilePlan(
@@ -185,7 +189,10 @@ def kernel_plan(prepared: Prepared, directory: Path) -> KernelPlan:
     with _plans_lock:
         if ident not in _plans:
             path = directory / prepared.build.key / PLAN
-            plan = load(path) if path.is_file() else None
+            try:
+                plan = load(path) if path.is_file() else None
+            except InputError:  # an older harness's plan: made again
+                plan = None
             if plan is None:
                 plan = plan_for(prepared)
                 path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,11 +1,13 @@
 """The union over every VM of a run: covered and uncovered added lines, ``coverage.json``.
 
-An added line is covered when any VM of any kernel of its series executed
-one of its instructions (TCG logs an instruction when it first translates
-it: once translated it has been reached).  Kernels of one series share their
-patched files, so their lines add up; a run with two series (the posted
-patch and the fixes) has two versions of each file, whose keys in
-``coverage.json`` are then ``<series>:<path>``.
+An added line is executable when the debug info of at least one kernel of
+the run maps an instruction to it, and covered when any VM of any kernel
+executed one of its instructions (TCG logs an instruction when it first
+translates it: once translated it has been reached).  Kernels whose patched
+files are the same (one series, any config) add up; a run with two series
+(the posted patch and the fixes), or a series that changed while the run
+went on, has two versions of a file, whose keys in ``coverage.json`` are then
+``<series>:<path>`` (``<series>@<digest>:<path>`` for two versions of one series).
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ class FileCoverage:
 
 @dataclass
 class SeriesCoverage:
-    series: str
+    series: str  # the series' name, with the digest of its files when a run has two versions of it
     kernels: list[KernelRun]
     files: dict[str, FileCoverage]
 
@@ -103,10 +105,17 @@ def load_runs(directories: Iterable[Path]) -> list[KernelRun]:
 
 
 def by_series(runs: Sequence[KernelRun]) -> list[SeriesCoverage]:
-    """The union per series: executable lines of any of its kernels, covered by any VM."""
+    """The union per series (per version of its files): executable lines of any of its kernels,
+    covered by any VM."""
+    versions: dict[str, set[str]] = {}
+    for run in runs:
+        versions.setdefault(run.plan.series, set()).add(run.plan.source)
     result: dict[str, SeriesCoverage] = {}
     for run in runs:
-        series = result.setdefault(run.plan.series, SeriesCoverage(run.plan.series, [], {}))
+        name = run.plan.series
+        if len(versions[name]) > 1:
+            name += "@" + run.plan.source[:8]
+        series = result.setdefault(name, SeriesCoverage(name, [], {}))
         series.kernels.append(run)
         for path, f in run.plan.files.items():
             cov = series.files.setdefault(path, FileCoverage(path, list(f.added), hunks=f.hunks))
@@ -128,7 +137,10 @@ def to_json(coverage: Sequence[SeriesCoverage]) -> dict[str, Any]:
         covered, executable = covered + c, executable + e
         kernels += [{"label": k.plan.label, "series": series.series, "build_key": k.plan.key,
                      "vms": len(k.logs), "boot_traced": k.boot_traced, "functions": len(k.plan.functions),
-                     "executed_instructions": len(k.executed)} for k in series.kernels]
+                     "executed_instructions": len(k.executed),
+                     "files": {path: {"added_executable": len(f.executable), "covered": len(k.covered(path))}
+                               for path, f in sorted(k.plan.files.items()) if f.executable}}
+                    for k in series.kernels]
     return {"series": [s.series for s in coverage], "files": files,
             "total": {"added_executable": executable, "covered": covered,
                       "percent": percent(covered, executable)},

@@ -53,7 +53,7 @@ from harness.plugin.kernels import KernelPool, NotRun
 from harness.plugin.recorder import Recorder
 from harness.results import ERROR_KINDS
 from harness.results.junit import PROP_CONSOLE, PROP_ERROR_KIND, PROP_KERNEL_LOG, PROP_NODEID, PROP_NOT_RUN
-from harness.run import target
+from harness.run import kept
 from harness.run.target import KernelSpec, Prepared
 
 CHECKED_KINDS = frozenset({"panic", "oops", "bug", "warning", "lockdep"})
@@ -292,7 +292,7 @@ def _keep(kernels: KernelPool) -> None:
     prepared = kernels.prepared[spec]
     if not isinstance(prepared, Prepared):
         return
-    target.write_kept(vm, prepared)
+    kept.write(vm, prepared)
     key = prepared.image.client_key("root")
     print(f"\nharness: VM {spec.label} kept: ssh -i {key} -p {vm.port} root@127.0.0.1 "
           "(or harness ssh); Ctrl-C to stop it")
@@ -302,7 +302,7 @@ def _keep(kernels: KernelPool) -> None:
     except KeyboardInterrupt:
         pass
     finally:
-        target.clear_kept()
+        kept.clear()
 
 
 # --- fixtures ------------------------------------------------------------------------

@@ -233,17 +233,28 @@ def _more_cells(outcome: CellOutcome) -> list[Cell]:
 
 def run_cells(cells: Sequence[Cell], cells_dir: Path, suite: Path, extra: Sequence[str], jobs: int,
               stop: Stop, coverage: bool = False) -> tuple[list[CellOutcome], list[Cell]]:
-    """Run ``cells``, ``jobs`` at a time, until done or ``stop`` has a signal.
+    """Run ``cells``, ``jobs`` slots at a time, until done or ``stop`` has a signal.
 
+    A cell takes as many slots as its VMs have vCPUs (a ``cpus = 2`` config
+    such as ``debug-smp`` takes two: under TCG each vCPU is a busy host
+    thread), so an SMP cell never shares the cores with another cell it
+    would starve; a cell that needs more slots than there are runs alone.
     Returns the outcomes of the cells that ran and the cells never started.
     """
+    defs = config.load_defs()
+
+    def slots(cell: Cell) -> int:
+        found = defs.get(cell.config)
+        return min(jobs, found.cpus if found is not None else 1)
+
     pending = collections.deque(cells)
     seen = set(cells)
     running: list[_Running] = []
     outcomes: list[CellOutcome] = []
     try:
         while pending or running:
-            while pending and len(running) < jobs and stop.signum is None:
+            while (pending and stop.signum is None
+                   and sum(slots(r.cell) for r in running) + slots(pending[0]) <= jobs):
                 running.append(_start_cell(pending.popleft(), cells_dir, suite, extra, coverage))
             if stop.signum is not None:
                 _pass_on(stop, running)

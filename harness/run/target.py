@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import cache, image
+from harness import image
 from harness.coverage import flavour
 from harness.coverage import plan as coverage_plan
 from harness.errors import InputError
@@ -164,50 +162,3 @@ def booted(prepared: Prepared, options: BootOptions | None = None,
         yield vm
     finally:
         vm.stop()
-
-
-# --- kept VMs (harness boot --keep / harness ssh) ---------------------------------
-
-
-def kept_state_path() -> Path:
-    return cache.root() / "vm" / "kept.json"
-
-
-def write_kept(vm: VM, prepared: Prepared) -> Path:
-    state = {
-        "pid": os.getpid(),
-        "name": vm.name,
-        "port": vm.port,
-        "kernel": prepared.spec.label,
-        "keys": {user: str(path) for user, path in prepared.image.client_keys.items()},
-        "console_log": str(vm.console_log),
-    }
-    path = kept_state_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2))
-    os.replace(tmp, path)
-    return path
-
-
-def read_kept() -> dict[str, object] | None:
-    """The kept VM's state, or None when none is running."""
-    path = kept_state_path()
-    try:
-        state: dict[str, object] = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    pid = state.get("pid")
-    try:
-        os.kill(int(str(pid)), 0)
-    except (OSError, TypeError, ValueError):
-        path.unlink(missing_ok=True)
-        return None
-    return state
-
-
-def clear_kept() -> None:
-    path = kept_state_path()
-    with contextlib.suppress(OSError, ValueError):
-        if json.loads(path.read_text()).get("pid") == os.getpid():
-            path.unlink()

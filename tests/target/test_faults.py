@@ -36,7 +36,7 @@ from harness import results as report
 from harness.kernel import build, config, patches, source
 from harness.kernel.source import Source
 from harness.machine.vm import BootError
-from harness.run import target
+from harness.run import kept, target
 
 REPO = Path(__file__).resolve().parents[2]
 INNER = Path(__file__).resolve().parent / "faults_inner"
@@ -350,7 +350,7 @@ def test_ctrl_c_during_boot_stops_qemu(tmp_path: Path, when: str) -> None:
         else:
             wait_for("'kept running' on stderr", lambda: "kept running" in stderr_path.read_text(),
                      120, p, stderr_path)
-            assert target.read_kept() is not None
+            assert kept.read() is not None
         assert tagged_qemus(tag), "no QEMU to interrupt"
         code, seconds = interrupt(p, within=10)
         stderr = stderr_path.read_text()
@@ -364,8 +364,8 @@ def test_ctrl_c_during_boot_stops_qemu(tmp_path: Path, when: str) -> None:
     else:
         assert code == 0, f"exit {code} (Ctrl-C is how a kept VM is stopped):\n{stderr}"
         assert "stopping the VM" in stderr, stderr
-        kept = target.kept_state_path()
-        assert not kept.exists() or json.loads(kept.read_text()).get("pid") != p.pid
+        state = kept.state_path()
+        assert not state.exists() or json.loads(state.read_text()).get("pid") != p.pid
     print(f"boot interrupted ({when}): exit {code} {seconds:.1f}s after SIGINT")
 
 

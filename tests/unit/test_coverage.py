@@ -145,11 +145,12 @@ def test_analyse_leaves_out_lines_that_are_not_added() -> None:
 # --- plan, logs, union ----------------------------------------------------------------------
 
 
-def _plan(key: str = "k1", label: str = "rcfs-fixes/default", series: str = "rcfs-fixes") -> KernelPlan:
+def _plan(key: str = "k1", label: str = "rcfs-fixes/default", series: str = "rcfs-fixes",
+          source: str = "0123456789abcdef") -> KernelPlan:
     executable, traced = _analyse({RCFS: set(range(1, 1242))})
-    source = "".join(f"line {n}\n" for n in range(1, 1242)).replace("line 986\n", "<script>x</script>\n")
-    hunks = tuple(tuple(h) for h in added.hunks("", source))
-    return KernelPlan(key=key, label=label, series=series,
+    text = "".join(f"line {n}\n" for n in range(1, 1242)).replace("line 986\n", "<script>x</script>\n")
+    hunks = tuple(tuple(h) for h in added.hunks("", text))
+    return KernelPlan(key=key, label=label, series=series, source=source,
                       ranges=tuple(debuginfo.merge_ranges((f.start, f.end) for f in traced)),
                       functions=tuple(f.name for f in traced),
                       files={RCFS: FilePlan(
@@ -216,6 +217,14 @@ def test_two_series_are_kept_apart(tmp_path: Path) -> None:
         "rcfs-testss: kernel/rcfs.c 0/7 (0.0%); total 0/7 (0.0%)"]
 
 
+def test_two_versions_of_a_series_are_kept_apart(tmp_path: Path) -> None:
+    old = _kernel_dir(tmp_path / "a", _plan(), {"vm.boot.log": _text("in_asm.log")})
+    new = _kernel_dir(tmp_path / "b", _plan(key="k4", source="fedcba9876543210"), {})
+    coverage = report.by_series(report.load_runs([old, new]))
+    assert [s.series for s in coverage] == ["rcfs-fixes@01234567", "rcfs-fixes@fedcba98"]
+    assert [len(s.files[RCFS].covered) for s in coverage] == [5, 0]
+
+
 def test_write_makes_json_and_an_escaped_page(tmp_path: Path) -> None:
     cell = _kernel_dir(tmp_path / "cell", _plan(), {"vm.boot.log": _text("in_asm.log")})
     report.write(tmp_path / "out", [cell])
@@ -249,8 +258,8 @@ def test_first_vm_of_a_kernel_boots_later_ones_resume(tmp_path: Path) -> None:
 
 
 def test_a_kernel_without_the_patch_code_is_not_traced(tmp_path: Path) -> None:
-    empty = KernelPlan(key="k0", label="rcfs-fixes/norcfs", series="rcfs-fixes", ranges=(), functions=(),
-                       files={})
+    empty = KernelPlan(key="k0", label="rcfs-fixes/norcfs", series="rcfs-fixes", source="s", ranges=(),
+                       functions=(), files={})
     _kernel_dir(tmp_path, empty, {})
     assert plan.vm_trace(_prepared("k0"), tmp_path, "vm", resumes=True) is None
 

@@ -8,6 +8,7 @@ import shutil
 import signal
 import threading
 import time
+import types
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 
 from harness import results as report
 from harness.errors import InputError
+from harness.kernel import config
 from harness.results import (
     BootRecord,
     BuildRecord,
@@ -205,3 +207,40 @@ def test_a_cell_that_left_nothing_is_an_error(tmp_path: Path) -> None:
     (build,) = results.summary.builds
     assert (build.kernel, build.status) == (FIXES, "ERROR")
     assert build.message is not None and "pytest exited 3 without results" in build.message
+
+
+def test_a_two_cpu_cell_takes_two_slots(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """With 2 slots, two 1-CPU cells run together, a 2-CPU cell runs alone."""
+    from harness.kernel.config import ConfigDef
+
+    defs = {"up": ConfigDef("up", "t.j2", ""), "smp": ConfigDef("smp", "t.j2", "", cpus=2)}
+    monkeypatch.setattr(config, "load_defs", lambda *a, **k: defs)
+    running: set[str] = set()
+    together: list[set[str]] = []
+
+    class FakePopen:
+        def __init__(self, label: str) -> None:
+            self.label, self.polls = label, 0
+            self.returncode: int | None = None
+
+        def poll(self) -> int | None:
+            self.polls += 1
+            if self.polls > 2:
+                self.returncode = 0
+                running.discard(self.label)
+            return self.returncode
+
+    def start(cell: matrix.Cell, *args: object) -> object:
+        running.add(cell.label)
+        together.append(set(running))
+        return types.SimpleNamespace(cell=cell, popen=FakePopen(cell.label), signalled=None)
+
+    monkeypatch.setattr(matrix, "_start_cell", start)
+    monkeypatch.setattr(matrix, "_finish_cell", lambda r: r.cell)
+    monkeypatch.setattr(matrix, "_more_cells", lambda outcome: [])
+    monkeypatch.setattr(matrix, "POLL", 0.0)
+    cells = [matrix.Cell("up", "a"), matrix.Cell("up", "b"), matrix.Cell("smp", "a"), matrix.Cell("up", "c")]
+    done, never = matrix.run_cells(cells, tmp_path, tmp_path, (), 2, matrix.Stop())
+    assert never == [] and len(done) == 4
+    assert {"a/up", "b/up"} in together  # two 1-CPU cells at once
+    assert all(s == {"a/smp"} for s in together if "a/smp" in s)  # the SMP cell alone

@@ -14,7 +14,8 @@ kmem_cache_alloc alike):
 * ``probability`` percent, then the stack-trace filter: one of the (up to
   ``stacktrace-depth`` = 32) return addresses of the call chain, walked
   through frame pointers (FAULT_INJECTION selects FRAME_POINTER), must lie
-  in ``[require-start, require-end)``.
+  in ``[require-start, require-end)``, and none in ``[reject-start,
+  reject-end)``.
 
 ``interval`` and ``times`` alone cannot fail "the Nth allocation" (the
 counter keeps its value between calls), so ``rcfs-probe -F N@ADDR`` sets
@@ -24,9 +25,10 @@ slab allocation of the process, wherever it comes from) fails if, and only
 if, it was made from within the named function.  It reports whether a
 failure was injected and how many allocations the call made, so a sweep
 N = 1, 2, ... knows when it has tried them all.  The counter's address is
-``failslab`` (``/proc/kallsyms``, KALLSYMS_ALL) plus its offset in
-``struct fault_attr``, which :meth:`FailSlab.arm` checks against the values
-it has just written before trusting it.
+``failslab`` (``/proc/kallsyms``, KALLSYMS_ALL), whose ``struct
+fault_attr`` comes first; rcfs-probe knows the offsets of ``times`` and the
+counter in it (:data:`FIELDS`), and :meth:`FailSlab.arm` checks the layout
+against the values it has just written through debugfs before trusting it.
 """
 
 from __future__ import annotations
@@ -47,7 +49,6 @@ ULONG_MAX = 2**32 - 1  # i386
 # struct fault_attr (include/linux/fault-inject.h), i386: 4-byte words
 FIELDS = ("probability", "interval", "times", "space", "verbose", "task_filter",
           "stacktrace_depth", "require_start", "require_end", "reject_start", "reject_end", "count")
-COUNT_OFFSET = 4 * FIELDS.index("count")
 VERBOSE = 2  # "FAULT_INJECTION: forcing a failure" and the call chain on the console
 
 #: slab reports that are not Oops/BUG: the test checks the console for them itself
@@ -186,7 +187,7 @@ class FailSlab:
     def __init__(self, guest: GuestSession) -> None:
         self.guest = guest
         self.range: Range | None = None
-        self.count_address = 0
+        self.attr_address = 0  # failslab's struct fault_attr
 
     def symbols(self) -> dict[str, list[tuple[int, str]]]:
         """The guest kernel's /proc/kallsyms (text symbols and ``failslab``), read once per VM."""
@@ -200,37 +201,40 @@ class FailSlab:
     def address(self, name: str) -> int:
         return data_address(self.symbols(), name)
 
-    def arm(self, function: str) -> Range:
+    def arm(self, function: str, reject: str | None = None) -> Range:
         """Make failslab fail only this process's allocations made from within ``function``
-        (disarmed: ``times`` stays 0 until rcfs-probe arms it around its call)."""
+        and not from within ``reject`` (disarmed: ``times`` stays 0 until rcfs-probe arms it
+        around its call)."""
         out = self.guest.run(_SETUP)
         if out.exit_status != 0:
             raise FaultSetupError(f"the guest kernel has no failslab: {out.stdout}{out.stderr}".strip())
         symbols = self.symbols()
         rng = function_range(symbols, function)
+        no = function_range(symbols, reject) if reject else Range("", 0, 0)
         base = data_address(symbols, "failslab")  # struct failslab_attr: its fault_attr comes first
         values = {"probability": 100, "times": 0, "space": 0, "verbose": VERBOSE, "task_filter": 1,
                   "stacktrace_depth": 32, "require_start": rng.start, "require_end": rng.end,
-                  "reject_start": 0, "reject_end": 0}
+                  "reject_start": no.start, "reject_end": no.end}
         self._write({"ignore-gfp-wait": "N", "times": "0", "probability": "100", "space": "0",
                      "verbose": str(VERBOSE), "task-filter": "Y", "stacktrace-depth": "32",
                      "require-start": str(rng.start), "require-end": str(rng.end),
-                     "reject-start": "0", "reject-end": "0"})
+                     "reject-start": str(no.start), "reject-end": str(no.end)})
         check_layout(self._words(base, len(FIELDS)), values)
         self.range = rng
-        self.count_address = base + COUNT_OFFSET
+        self.attr_address = base
         return rng
 
     def disarm(self) -> None:
         """failslab as at boot, except probability 0 and times 0: nothing fails."""
         self._write({"times": "0", "probability": "0", "task-filter": "N", "ignore-gfp-wait": "Y",
-                     "require-start": "0", "require-end": str(ULONG_MAX), "interval": "1"})
+                     "require-start": "0", "require-end": str(ULONG_MAX), "reject-start": "0",
+                     "reject-end": "0", "interval": "1"})
         self.range = None
 
     def probe_argv(self, nth: int, *args: str) -> list[str]:
         """The rcfs-probe command that fails allocation ``nth`` of its call ``args``."""
         assert self.range is not None, "failslab is not armed"
-        return [PROBE, "-F", f"{nth}@{self.count_address:x}", *args]
+        return [PROBE, "-F", f"{nth}@{self.attr_address:x}", *args]
 
     def probe(self, nth: int, *args: str) -> tuple[ProbeResult, Injection]:
         result = self.guest.run(self.probe_argv(nth, *args))

@@ -61,12 +61,15 @@ class Op:
     sleeper: str | None = None  # a sleeping task {p} is put in this container first
     inside: str | None = None  # the call runs in a task attached to this container
     mountpoint: bool = False  # {m}: an empty mount point, unmounted at cleanup
+    reject: str | None = None  # allocations made from within this function never fail
 
 
 OPS = {
     "mkdir": Op("rcfs_mkdir", "mkdir {a}/new", undo="rmdir {a}/new"),
+    # set_anon_super(): when it fails, 2.6.20's sget() frees the new superblock with its s_umount
+    # held ("BUG: held lock freed!" from lockdep), a bug of the VFS, not of rcfs
     "mount": Op("rcfs_get_sb", "mount none {m} rcfs test0,test1", undo=f"{PROBE} umount {{m}} >/dev/null",
-                mounts=(), mountpoint=True),
+                mounts=(), mountpoint=True, reject="set_anon_super"),
     "tasks-open": Op("rcfs_tasks_open", "read {a}/c/tasks", dirs=("{a}/c",), sleeper="{a}/c"),
     "attach": Op("rcfs_common_file_write", "-e write {a}/c/tasks {p}", undo="echo {p} > {a}/tasks",
                  dirs=("{a}/c",), sleeper="{a}"),
@@ -260,7 +263,7 @@ def test_every_allocation_failure(op: str, rcfs: Rcfs, failslab: FailSlab,
                                   record_property: Callable[[str, object], None]) -> None:
     """Each allocation of the operation, failed in turn: ENOMEM, nothing changed, healthy, no leak."""
     sweep = _setup(rcfs, OPS[op])
-    failslab.arm(sweep.op.function)
+    failslab.arm(sweep.op.function, sweep.op.reject)
     try:
         _sweep(rcfs.guest, failslab, sweep)
     finally:

@@ -43,11 +43,11 @@ from harness.suites.rcfs.detached import run_watched
 REPS = 200  # repetitions between the two readings of the counters
 WARMUP = 20  # repetitions before the first reading (lazily made objects, full array caches)
 # Noise measured on rcfs-fixes/debug, where nothing leaks: every case below
-# plus a no-op, 5 times each, twice (80 readings of REPS repetitions): kmalloc
-# caches in /proc/slabinfo moved by -7 to +16 objects (+16: size-32, 3 times;
-# most readings 0 to 4), per-cache sums of /proc/slab_allocators by -6 to +4,
-# init_nsproxy.count by 0.  NOISE is over twice the largest; a leak of one
-# object per repetition grows a cache by REPS = 200.
+# plus a no-op, 5 times each, in 3 rounds (120 readings of REPS repetitions):
+# kmalloc caches in /proc/slabinfo moved by -7 to +16 objects (+16: size-32,
+# 4 times; most readings 0 to 4), per-cache sums of /proc/slab_allocators by
+# -6 to +5, init_nsproxy.count by 0.  NOISE is over twice the largest; a leak
+# of one object per repetition grows a cache by REPS = 200.
 NOISE = 40
 
 KMALLOC = re.compile(r"^size-[0-9]+$")
@@ -248,6 +248,10 @@ def _script_parts(c: Case, names: dict[str, str]) -> tuple[str, str]:
 def test_no_leak(case: str, rcfs: Rcfs, kernel_vm: VM, request: pytest.FixtureRequest) -> None:
     c = CASES[case]
     guest = rcfs.guest
+    if "rcfs-ns" in c.op:
+        assert guest.run("test -x /bin/rcfs-ns").exit_status == 0, (
+            "/bin/rcfs-ns is not in the guest image (harness/data/images/rcfs-ns/rcfs-ns.c, "
+            "a [[programs]] entry of the image recipe)")
     names = dict(zip("ab", (rcfs.mount(o) for o in c.mounts), strict=False))
     if not c.mounts:  # the case mounts and unmounts itself; cleanup unmounts what it left
         names["m"] = rcfs.new_mountpoint()
