@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -296,6 +297,10 @@ def test_qemu_logs_every_range(tmp_path: Path) -> None:
                                  "-D", str(tmp_path / "t.log")]
     assert "-dfilter" not in qemu_argv(VMConfig(kernel=tmp_path / "bzImage", initramfs=None,
                                                 trace_log=tmp_path / "t.log"), 2222)
+    smp = VMConfig(kernel=tmp_path / "bzImage", initramfs=None, cpus=2)
+    assert "tcg,thread=multi" in qemu_argv(smp, 2222)
+    traced = dataclasses.replace(smp, trace_log=tmp_path / "t.log", trace_ranges=((1, 2),))
+    assert "tcg,thread=single" in qemu_argv(traced, 2222)  # QEMU 7.2 hangs booting MTTCG with in_asm
 
 
 def test_each_cell_traces_into_its_own_folder(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -82,7 +83,7 @@ def test_unknown_option_is_a_failure_not_an_exit(capsys: pytest.CaptureFixture[s
 # --- kernel source ----------------------------------------------------------------------------
 
 
-def _plan(value: str) -> object:
+def _plan(value: str) -> Any:
     return dc.kernel_src_plan(value, lambda p: p.is_dir(), lambda p: p.is_file())
 
 

@@ -33,7 +33,8 @@ def copy_recipe(tmp_path: Path, edit: dict[str, str] | None = None, append: str 
     """A copy of the default recipe (and the files it names) under tmp_path."""
     d = tmp_path / "images" / "default"
     shutil.copytree(DEFAULT, d)
-    shutil.copytree(resources.shipped("images") / "rcfs-probe", tmp_path / "images" / "rcfs-probe")
+    for program in ("rcfs-probe", "rcfs-ns"):
+        shutil.copytree(resources.shipped("images") / program, tmp_path / "images" / program)
     recipe = d / "recipe.toml"
     text = recipe.read_text()
     for old, new in (edit or {}).items():
@@ -79,7 +80,7 @@ def test_default_recipe_loads() -> None:
     assert r.packages["dropbear"].source == "dropbear"
     assert b"DROPBEAR_SVR_PASSWORD_AUTH 0" in (r.packages["dropbear"].options or b"")
     assert b"CONFIG_STATIC=y" in (r.packages["busybox"].config or b"")
-    assert [p.install for p in r.programs] == ["/bin/rcfs-probe"]
+    assert [p.install for p in r.programs] == ["/bin/rcfs-probe", "/bin/rcfs-ns"]
     assert {g.name: g.gid for g in r.groups} == {"root": 0, "alice": 1000, "bob": 1001, "tty": 5}
     assert r.network.netmask == "255.255.255.0"
     assert len(r.recipe_hash) == 16

@@ -112,8 +112,8 @@ def data_address(symbols: dict[str, list[tuple[int, str]]], name: str) -> int:
 
 def check_layout(words: list[int], expect: dict[str, int]) -> None:
     """``words`` (the start of struct fault_attr read from kernel memory) hold ``expect``."""
-    wrong = {f: (words[FIELDS.index(f)], v) for f, v in expect.items()
-             if FIELDS.index(f) >= len(words) or words[FIELDS.index(f)] != v}
+    read = dict(zip(FIELDS, words, strict=False))
+    wrong = {f: (read.get(f), v) for f, v in expect.items() if read.get(f) != v}
     if wrong:
         raise FaultSetupError(
             "struct fault_attr in kernel memory does not hold what debugfs was given "
