@@ -162,6 +162,34 @@ def copy_atomic(src: Path, dest: Path) -> None:
         shutil.copyfileobj(inp, out)
 
 
+class DamagedEntry(ValueError):
+    """A cache entry's manifest that cannot be trusted; the message says why."""
+
+
+def read_manifest(path: Path, key: str) -> dict[str, Any] | None:
+    """A cache entry's JSON manifest, which must be an object naming ``key``; None when absent.
+
+    Raises :class:`DamagedEntry` (a subclass's caller may catch it) when the file cannot be read,
+    is not JSON, is not an object, or names another key.
+    """
+    name = path.name
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DamagedEntry(f"{name} cannot be read ({exc})") from None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise DamagedEntry(f"{name} is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise DamagedEntry(f"{name} holds a JSON {type(data).__name__}, expected an object")
+    if data.get("key") != key:
+        raise DamagedEntry(f"{name} is for key {data.get('key')!r}, this entry's key is {key}")
+    return data
+
+
 def quarantine(path: Path, reason: str) -> Path:
     """Move a damaged cache file or entry aside (``NAME.bad-<time>``), saying so in one line.
 

@@ -71,6 +71,16 @@ def _env(extra: Mapping[str, str | None] | None) -> dict[str, str] | None:
     return env
 
 
+def _announce(argv: Sequence[Arg], cwd: Path | None, log_to: IO[str] | None) -> tuple[str, ...]:
+    """``argv`` as strings, logged before it runs and, with ``log_to``, written at the head of its log."""
+    args = tuple(str(a) for a in argv)
+    log.info("run: %s%s", format_argv(args), f"  (cwd={cwd})" if cwd else "")
+    if log_to is not None:
+        log_to.write(f"$ {format_argv(args)}\n")
+        log_to.flush()
+    return args
+
+
 def _popen(args: tuple[str, ...], cwd: Path | None, env: Mapping[str, str | None] | None, *,
            stdin: int, stdout: int | IO[str], stderr: int, text: bool) -> subprocess.Popen[Any]:
     try:
@@ -98,11 +108,7 @@ def run(
     empty.  With ``check`` a non-zero exit raises :class:`StageError` naming
     ``what`` (or the program) and the tail of its error output.
     """
-    args = tuple(str(a) for a in argv)
-    log.info("run: %s%s", format_argv(args), f"  (cwd={cwd})" if cwd else "")
-    if log_to is not None:
-        log_to.write(f"$ {format_argv(args)}\n")
-        log_to.flush()
+    args = _announce(argv, cwd, log_to)
     start = time.monotonic()
     proc = _popen(
         args, cwd, env,
@@ -150,10 +156,7 @@ def stream(
     status is returned, never raised: the caller reads the log to explain a
     failure.
     """
-    args = tuple(str(a) for a in argv)
-    log.info("run: %s%s", format_argv(args), f"  (cwd={cwd})" if cwd else "")
-    log_to.write(f"$ {format_argv(args)}\n")
-    log_to.flush()
+    args = _announce(argv, cwd, log_to)
     start = time.monotonic()
     proc = _popen(
         args, cwd, env,

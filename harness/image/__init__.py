@@ -10,9 +10,9 @@ from harness.image.assemble import image_members as image_members
 from harness.image.debsrc import DebianSource as DebianSource
 from harness.image.debsrc import debian_downloads as debian_downloads
 from harness.image.debsrc import fetch_sources as fetch_sources
-from harness.image.initscript import BOOT_MILESTONES as BOOT_MILESTONES
 from harness.image.initscript import DEVICES as DEVICES
 from harness.image.initscript import HOST_KEY_PATH as HOST_KEY_PATH
+from harness.image.initscript import INIT_MILESTONES as INIT_MILESTONES
 from harness.image.initscript import MILESTONE_FAILED as MILESTONE_FAILED
 from harness.image.initscript import MILESTONE_INIT_START as MILESTONE_INIT_START
 from harness.image.initscript import MILESTONE_NETWORK_UP as MILESTONE_NETWORK_UP

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -11,10 +10,10 @@ from pathlib import Path
 
 from harness import archive, cache, progress
 from harness.errors import InputError, StageError
-from harness.image import cpio
+from harness.image import cpio, entry
 from harness.image.cpio import CpioMember
 from harness.image.debsrc import DebianSource, fetch_sources, local_sources
-from harness.image.initscript import BOOT_MILESTONES, HOST_KEY_PATH, render_init
+from harness.image.initscript import HOST_KEY_PATH, INIT_MILESTONES, render_init
 from harness.image.keys import dropbear_ed25519_key, ed25519_public_line, fingerprint, generate_ed25519
 from harness.image.recipe import Recipe
 from harness.image.toolchain import guest_toolchain
@@ -47,28 +46,46 @@ class Image:
 
     @staticmethod
     def load(directory: Path) -> Image | None:
-        """The image in ``directory`` if it is complete, else None."""
-        manifest = directory / "image.json"
+        """The image in ``directory`` if it has one (checked: see :mod:`~harness.image.entry`), else None.
+
+        A damaged entry is moved aside, saying why, and None returned: the caller builds it anew.
+        """
         try:
-            data = json.loads(manifest.read_text())
-        except (OSError, ValueError):
+            return Image._parse(directory)
+        except entry.BadManifest as exc:
+            entry.set_aside(directory, exc)
             return None
-        image = Image(
+
+    @staticmethod
+    def _parse(directory: Path) -> Image | None:
+        data = entry.read(directory, "image.json", directory.name,
+                          ("recipe_name", "recipe_hash", "host_key_fingerprint", "host_public_key"))
+        if data is None:
+            return None
+        users = data.get("users")
+        port = data.get("ssh_port")
+        if not isinstance(users, dict) or not all(isinstance(u, int) for u in users.values()):
+            raise entry.BadManifest(f"users is {users!r}, expected an object of uids")
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            raise entry.BadManifest(f"ssh_port is {port!r}, expected a port number")
+        sources = data.get("sources", {})
+        if not isinstance(sources, dict) or not all(
+                isinstance(s, dict) and isinstance(s.get("version"), str) for s in sources.values()):
+            raise entry.BadManifest("sources is not an object of {version: ...} objects")
+        return Image(
             recipe_name=data["recipe_name"],
             recipe_hash=data["recipe_hash"],
             directory=directory,
-            initramfs=directory / data["initramfs"],
-            client_keys={u: directory / p for u, p in data["client_keys"].items()},
+            initramfs=entry.files(directory, "initramfs", {"": data.get("initramfs")})[""],
+            client_keys=entry.files(directory, "client_keys", data.get("client_keys")),
             host_key_fingerprint=data["host_key_fingerprint"],
             host_public_key=data["host_public_key"],
-            users=dict(data["users"]),
-            ssh_port=data["ssh_port"],
+            users={str(u): uid for u, uid in users.items()},
+            ssh_port=port,
             cached=True,
-            key=data.get("key", directory.name),
-            sources={n: s["version"] for n, s in data.get("sources", {}).items()},
+            key=directory.name,
+            sources={n: s["version"] for n, s in sources.items()},
         )
-        paths = [image.initramfs, *image.client_keys.values()]
-        return image if all(p.is_file() for p in paths) else None
 
 
 def image_key(recipe: Recipe, sources: Mapping[str, DebianSource | None]) -> str:
@@ -214,7 +231,7 @@ def build_image(recipe: Recipe, *, jobs: int | None = None, force: bool = False)
                 "host_public_key": ed25519_public_line(host_pub),
                 "users": {u.name: u.uid for u in recipe.users},
                 "ssh_port": recipe.network.ssh_port,
-                "milestones": list(BOOT_MILESTONES),
+                "milestones": list(INIT_MILESTONES),
                 "sources": {name: s.meta() for name, s in sorted(sources.items())},
                 "userland": {
                     "busybox": busybox.directory.name,

@@ -16,8 +16,8 @@ MILESTONE_FAILED = "HARNESS-MILESTONE: init-failed"
 #: followed by "halt", "poweroff" or "reboot"; the guest then restarts (QEMU
 #: exits with -no-reboot)
 MILESTONE_SHUTDOWN = "HARNESS-MILESTONE: shutdown"
-#: the lines a good boot prints, in order; the last one means "ssh is ready"
-BOOT_MILESTONES = (MILESTONE_INIT_START, MILESTONE_NETWORK_UP, MILESTONE_SSHD_UP)
+#: the lines /init prints on a good boot, in order (console.BOOT_MILESTONES adds the kernel's)
+INIT_MILESTONES = (MILESTONE_INIT_START, MILESTONE_NETWORK_UP, MILESTONE_SSHD_UP)
 
 HOST_KEY_PATH = "/etc/dropbear/dropbear_ed25519_host_key"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -12,6 +11,7 @@ from typing import Any
 
 from harness import archive, cache, proc, progress
 from harness.errors import StageError
+from harness.image import entry
 from harness.image.debsrc import DebianSource
 from harness.image.recipe import Package, Program
 from harness.image.toolchain import KERNEL_HEADER_LINKS, GuestToolchain, check_static_i386
@@ -67,11 +67,13 @@ def userland_entry(name: str, key: str, build: Builder, jobs: int,
     """``userland/<name>-<key>/``, built with ``build`` unless there; ``meta`` goes into userland.json."""
     final = cache.subdir("userland") / f"{name}-{key}"
     with cache.lock(f"userland-{name}-{key}", f"the {name} build"):
-        manifest = final / "userland.json"
-        if manifest.is_file():
-            data = json.loads(manifest.read_text())
-            return Userland(final, {k: final / v for k, v in data["binaries"].items()},
-                            tuple(data.get("links", ())), cached=True)
+        try:
+            data = entry.read(final, "userland.json", key)
+            if data is not None:
+                return Userland(final, entry.files(final, "binaries", data.get("binaries")),
+                                entry.strings("links", data.get("links", [])), cached=True)
+        except entry.BadManifest as exc:
+            entry.set_aside(final, exc)
         start = time.monotonic()
         failed_log = final.with_name(final.name + ".failed.log")
         with cache.staged_dir(final) as stage:

@@ -18,7 +18,6 @@ kernel.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +31,7 @@ META = "meta.json"
 REQUIRED_PATHS = ("bzImage", "config", "System.map", "log")
 
 
-class BadEntry(ValueError):
-    """A build entry whose meta.json cannot be trusted; the message says why."""
+BadEntry = cache.DamagedEntry
 
 
 def artefact_paths(directory: Path) -> dict[str, Path]:
@@ -145,17 +143,9 @@ def parse_meta(data: object, directory: Path, key: str) -> BuildMeta:
 
 def read_meta(directory: Path, key: str) -> BuildMeta | None:
     """The entry's checked meta.json; None when it has none (no successful build yet)."""
-    path = directory / META
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
+    data = cache.read_manifest(directory / META, key)
+    if data is None:
         return None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadEntry(f"meta.json cannot be read ({exc})") from None
-    try:
-        data = json.loads(text)
-    except ValueError:
-        raise BadEntry("meta.json is not valid JSON") from None
     return parse_meta(data, directory, key)
 
 

@@ -8,13 +8,24 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TypeVar
 
 from harness import cache
 from harness.errors import InputError
-from harness.results.records import ORIGIN, SUMMARY_JSON, Summary, load_summary, worst
+from harness.results.records import (
+    ORIGIN,
+    SUMMARY_JSON,
+    BootRecord,
+    BuildRecord,
+    StageRecord,
+    Summary,
+    load_summary,
+    worst,
+)
 from harness.results.resultsdir import ResultsDir, add_test, unique_path
 
 log = logging.getLogger("harness.results")
+_Record = TypeVar("_Record", BuildRecord, BootRecord, StageRecord)
 
 
 def merge(result_dirs: list[Path], out: Path) -> Summary:
@@ -70,31 +81,29 @@ def _merge_one(merged: ResultsDir, shard_dir: Path, shard: Summary) -> None:
             log.warning("%s: checkout %s differs from another shard's; keeping the first", shard_dir, c.id)
     for b in shard.builds:
         b.log_path = _merge_log(merged.path, shard_dir, b.log_path)
-        old_build = summary.build(b.id)
-        if old_build is None:
-            summary.builds.append(b)
-        elif old_build.status != b.status:
-            if "MISS" not in (old_build.status, b.status):
-                log.warning("%s: build %s is %s here and %s in another shard: keeping %s", shard_dir,
-                            b.kernel, b.status, old_build.status, worst(old_build.status, b.status))
-            if worst(old_build.status, b.status) == b.status:
-                summary.builds[summary.builds.index(old_build)] = b
+        prev = _keep_worst(summary.builds, b)
+        if prev is not None and prev.status != b.status and "MISS" not in (prev.status, b.status):
+            log.warning("%s: build %s is %s here and %s in another shard: keeping %s", shard_dir,
+                        b.kernel, b.status, prev.status, worst(prev.status, b.status))
     for boot in shard.boots:
         boot.console_log_path = _merge_log(merged.path, shard_dir, boot.console_log_path)
-        old_boot = next((x for x in summary.boots if x.id == boot.id), None)
-        if old_boot is None:
-            summary.boots.append(boot)
-        elif worst(old_boot.status, boot.status) == boot.status and boot.status != old_boot.status:
-            summary.boots[summary.boots.index(old_boot)] = boot
+        _keep_worst(summary.boots, boot)
     for st in shard.stages:
         st.log_path = _merge_log(merged.path, shard_dir, st.log_path)
-        old_stage = next((x for x in summary.stages if x.id == st.id), None)
-        if old_stage is None:
-            summary.stages.append(st)
-        elif worst(old_stage.status, st.status) == st.status:
-            summary.stages[summary.stages.index(old_stage)] = st
+        _keep_worst(summary.stages, st)
     for t in shard.tests:
         add_test(summary.tests, t, where=str(shard_dir))
+
+
+def _keep_worst(records: list[_Record], new: _Record) -> _Record | None:
+    """Add ``new`` to ``records``, or put it in place of the record of its id when its status is worse
+    (on a tie the first stays); return the record of its id that was there before, if any."""
+    old = next((x for x in records if x.id == new.id), None)
+    if old is None:
+        records.append(new)
+    elif old.status != new.status and worst(old.status, new.status) == new.status:
+        records[records.index(old)] = new
+    return old
 
 
 def _merge_log(out_dir: Path, shard_dir: Path, rel: str | None) -> str | None:

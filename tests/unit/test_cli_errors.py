@@ -253,3 +253,14 @@ def test_a_junk_tarball_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path
     junk.write_bytes(bytes(range(256)) * 8)
     expect_one_line_error(capsys, ["source", "--kernel-src", str(junk)], str(junk),
                           "not a tar archive", compare=lambda: listing(cache.root() / "sources"))
+
+
+def test_readme_exit_code_table_is_the_code_table() -> None:
+    """README.md's exit-code table says exactly what ``errors.EXIT_CODES`` says, in its order."""
+    from harness.errors import EXIT_CODES
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Exit codes", 1)[1].split("\n\n| code | meaning |", 1)[1]
+    rows = [line for line in section.split("\n\n", 1)[0].splitlines() if line.startswith("| ")]
+    table = [tuple(cell.strip() for cell in row.strip("|").split(" | ", 1)) for row in rows[1:]]
+    assert table == [(str(int(code)), meaning) for code, meaning in EXIT_CODES]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.machinery
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -11,16 +11,16 @@ from typing import Any
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "debian-chroot"
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+SCRIPT = SCRIPTS / "debian-chroot"
 
 
 def _load() -> ModuleType:
-    loader = importlib.machinery.SourceFileLoader("debian_chroot", str(SCRIPT))
-    spec = importlib.util.spec_from_loader("debian_chroot", loader)
-    assert spec is not None
+    spec = importlib.util.spec_from_file_location("debian_chroot_lib", SCRIPTS / "debian_chroot_lib.py")
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules["debian_chroot"] = module  # dataclasses look their module up
-    loader.exec_module(module)
+    sys.modules["debian_chroot_lib"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
     return module
 
 
@@ -72,6 +72,16 @@ def test_bad_input_is_refused_naming_it(argv: list[str], named: str) -> None:
         dc.parse_args(argv, {})
     assert named in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_script_finds_its_modules_from_any_directory_and_refuses_bad_input(tmp_path: Path) -> None:
+    # before any root check: exit 2 with one line naming the input, nothing written
+    r = subprocess.run([sys.executable, str(SCRIPT), "--suite", "Bookworm", "--chroots", str(tmp_path / "c")],
+                       cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert (r.returncode, r.stdout) == (2, "")
+    assert r.stderr.splitlines() == [
+        "debian-chroot: error: --suite 'Bookworm': expected a Debian release name such as bookworm or trixie"]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_unknown_option_is_a_failure_not_an_exit(capsys: pytest.CaptureFixture[str]) -> None:

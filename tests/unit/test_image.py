@@ -187,7 +187,7 @@ def test_init_renders_with_milestones_in_order() -> None:
     text = image.render_init(image.load_recipe(DEFAULT))
     assert text.startswith("#!/bin/sh\n")
     body = text[text.index("export PATH"):]  # after the header comment
-    positions = [body.index(f'milestone "{m}"') for m in image.BOOT_MILESTONES]
+    positions = [body.index(f'milestone "{m}"') for m in image.INIT_MILESTONES]
     assert positions == sorted(positions)
     assert image.MILESTONE_FAILED in body and image.MILESTONE_SHUTDOWN in body
     for name, kind, major, minor, _mode in image.DEVICES:

@@ -309,6 +309,23 @@ def test_merge_two_shards(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> N
     assert len(report.load_summary(out).tests) == 2
 
 
+def test_merge_keeps_the_worse_boot_and_stage_and_the_first_on_a_tie(tmp_path: Path) -> None:
+    def shard(name: str, boot: report.Status, stage: report.Status) -> Path:
+        rd = ResultsDir(tmp_path / name)
+        build = rd.add_build(_build())
+        rd.add_boot(BootRecord(id=f"{build.id}:boot1", build_id=build.id, status=boot, message=name))
+        rd.add_stage(StageRecord(id=f"{build.id}:image", build_id=build.id, stage="image", status=stage,
+                                 message=name))
+        rd.write()
+        return rd.path
+
+    # boots: FAIL, then a better PASS (ignored), then a worse ERROR; stages: a tie, then a better FAIL
+    merged = report.merge([shard("a", "FAIL", "ERROR"), shard("b", "PASS", "ERROR"),
+                           shard("c", "ERROR", "FAIL")], tmp_path / "out")
+    assert [(x.status, x.message) for x in merged.boots] == [("ERROR", "c")]
+    assert [(x.status, x.message) for x in merged.stages] == [("ERROR", "a")]
+
+
 def test_merge_refuses_bad_output_and_input(tmp_path: Path) -> None:
     rd = ResultsDir(tmp_path / "a")
     rd.write()
