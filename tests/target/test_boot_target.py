@@ -6,12 +6,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from harness.kernel.source import Source
 from harness.machine.vm import BootError, running_qemus
-from harness.run import target
+from harness.run import kept, target
 
 HARNESS = [sys.executable, "-m", "harness"]
 
@@ -90,3 +91,38 @@ def test_ssh_port_listens_on_loopback_only(default_kernel: target.Prepared) -> N
         out = subprocess.run(["ss", "-ltnH", f"sport = :{vm.port}"], capture_output=True, text=True)
         listeners = [line.split()[3] for line in out.stdout.splitlines() if line.strip()]
         assert listeners == [f"127.0.0.1:{vm.port}"]
+
+
+def test_harness_ssh_quotes_its_words_and_pins_the_guest_host_key(default_kernel: target.Prepared,
+                                                                   tmp_path: Path) -> None:
+    """``harness ssh`` into a ``harness boot --keep`` VM: the guest's shell gets the words typed,
+    never a string to evaluate; a guest that presents another host key is refused."""
+    if kept.read() is not None:
+        pytest.skip("a VM kept by `harness boot --keep` is running on this cache; stop it first")
+    boot = subprocess.Popen([*HARNESS, "boot", "--keep"], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while kept.read() is None:
+            assert boot.poll() is None, f"harness boot --keep exited {boot.returncode}"
+            assert time.monotonic() < deadline, "no kept VM after 300 s"
+            time.sleep(0.2)
+        out = _harness("ssh", "echo", "$(id -u)", "a;b", "'q'", timeout=60)
+        assert (out.returncode, out.stdout) == (0, "$(id -u) a;b 'q'\n"), out.stderr
+
+        pinned = kept.known_hosts_path().read_text()
+        assert pinned.split()[1:] == default_kernel.image.host_public_key.split()[:2]
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")],
+                       check=True)
+        other = (tmp_path / "other.pub").read_text().split()[:2]
+        kept.known_hosts_path().write_text(f"{pinned.split()[0]} {' '.join(other)}\n")
+        out = _harness("ssh", "true", timeout=60)
+        assert out.returncode == 255 and "host key" in out.stderr.lower(), out.stderr
+    finally:
+        boot.terminate()
+        try:
+            boot.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            boot.kill()
+            boot.wait()
+    assert kept.read() is None, "the kept VM's record outlived harness boot --keep"
