@@ -8,11 +8,15 @@ interpreted by one.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import shlex
 import signal
+import struct
 import subprocess
+import termios
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -217,6 +221,70 @@ def background(argv: Sequence[Arg], *, log_to: IO[bytes], new_session: bool = Tr
         raise ToolMissing(f"{args[0]}: command not found (run 'harness doctor')") from exc
 
 
+class PtyChild:
+    """A program on a pseudo-terminal (QEMU's serial console), started without forking Python.
+
+    ``subprocess`` starts it (its fork and exec run in C, safe in a process
+    with threads, where ``pty.fork``/``os.forkpty`` are not: Python 3.12+ warns
+    that the child may deadlock).  ``setsid --ctty`` (util-linux, essential in
+    Debian) makes it a session leader with the pty as its controlling terminal:
+    a Ctrl-C on the harness terminal does not reach it, and it gets SIGHUP when
+    the harness dies and the pty's master side closes.
+    """
+
+    def __init__(self, popen: subprocess.Popen[bytes], master: int, logfile: IO[bytes]) -> None:
+        self._popen = popen
+        self.pid = popen.pid
+        self.child_fd = master
+        self.logfile_read: IO[bytes] | None = logfile
+
+    def read(self, size: int) -> bytes:
+        """What the program printed (at least one byte; call when ``child_fd`` is readable).
+
+        Raises EOFError once the program has closed the terminal (it exited).
+        """
+        try:
+            data = os.read(self.child_fd, size)
+        except OSError as exc:  # EIO: every slave side is closed
+            raise EOFError(str(exc)) from None
+        if not data:
+            raise EOFError("end of the console")
+        if self.logfile_read is not None:
+            self.logfile_read.write(data)
+            self.logfile_read.flush()
+        return data
+
+    def isalive(self) -> bool:
+        return self._popen.poll() is None
+
+    @property
+    def exitstatus(self) -> int | None:
+        code = self._popen.returncode
+        return code if code is not None and code >= 0 else None
+
+    @property
+    def signalstatus(self) -> int | None:
+        code = self._popen.returncode
+        return -code if code is not None and code < 0 else None
+
+    def close(self, force: bool = True) -> None:
+        """Close the terminal and reap the program (SIGHUP, then SIGKILL after a second)."""
+        if self.child_fd >= 0:
+            os.close(self.child_fd)
+            self.child_fd = -1
+        if force and self.isalive():
+            for sig, grace in ((signal.SIGHUP, 1.0), (signal.SIGKILL, 5.0)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, sig)
+                try:
+                    self._popen.wait(timeout=grace)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        if not self.isalive():
+            self._popen.wait()
+
+
 def spawn(
     argv: Sequence[Arg],
     logfile_path: Path,
@@ -224,44 +292,39 @@ def spawn(
     cwd: Path | None = None,
     env: Mapping[str, str | None] | None = None,
     dimensions: tuple[int, int] = (50, 200),
-) -> Any:
-    """Start ``argv`` on a pseudo-terminal (QEMU's serial console) and return the
-    ``pexpect.spawn``.
+) -> PtyChild:
+    """Start ``argv`` on a new pseudo-terminal (see :class:`PtyChild`).
 
     Everything the child prints is appended, as raw bytes, to ``logfile_path``
     (created or truncated; the command line is written first) whenever the
     caller reads from the child, so the caller must keep reading (QEMU blocks
     when its console is not drained).  The log file is ``child.logfile_read``:
     the caller closes it, and reaps the child with ``child.close(force=True)``.
-    The child runs in its own session: a Ctrl-C on the harness terminal does not
-    reach it, and it gets SIGHUP when the harness dies and the terminal closes.
     """
-    import pexpect  # type: ignore[import-untyped]
-
-    args = tuple(str(a) for a in argv)
-    log.info("spawn: %s  (log: %s)", format_argv(args), logfile_path)
+    args = _announce(argv, cwd, None)
+    for tool in ("setsid", args[0]):
+        if which(tool) is None and not os.path.exists(tool):
+            raise ToolMissing(f"{tool}: command not found (run 'harness doctor')")
     logfile_path.parent.mkdir(parents=True, exist_ok=True)
     logfile = logfile_path.open("wb")
     logfile.write(f"$ {format_argv(args)}\n".encode())
     logfile.flush()
-    if which(args[0]) is None and not os.path.exists(args[0]):
-        logfile.close()
-        raise ToolMissing(f"{args[0]}: command not found (run 'harness doctor')")
+    master, slave = os.openpty()
     try:
-        child = pexpect.spawn(
-            args[0],
-            list(args[1:]),
-            cwd=str(cwd) if cwd is not None else None,
-            env=_env(env),
-            echo=False,
-            timeout=None,
-            dimensions=dimensions,
-        )
+        rows, cols = dimensions
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        attrs = termios.tcgetattr(slave)
+        attrs[3] &= ~termios.ECHO  # nothing is typed; keep what is read to what the child wrote
+        termios.tcsetattr(slave, termios.TCSANOW, attrs)
+        popen = subprocess.Popen(["setsid", "--ctty", *args], cwd=cwd, env=_env(env), stdin=slave,
+                                 stdout=slave, stderr=slave, close_fds=True)
     except BaseException:
+        os.close(master)
         logfile.close()
         raise
-    child.logfile_read = logfile
-    return child
+    finally:
+        os.close(slave)
+    return PtyChild(popen, master, logfile)
 
 
 def which(program: str) -> str | None:

@@ -11,9 +11,9 @@ import termios
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from harness.machine.console import ConsoleEvent, Scanner, excerpt, normalize_line
+from harness.proc import PtyChild
 
 log = logging.getLogger(__name__)
 
@@ -28,15 +28,15 @@ def _pending(fd: int) -> int:
 
 
 class ConsoleWatch:
-    """Reads the serial console of ``child`` (a pexpect spawn) for its whole life.
+    """Reads the serial console of ``child`` (a :class:`~harness.proc.PtyChild`) for its whole life.
 
     QEMU blocks when its console is not drained, so the thread never stops
-    reading.  Everything read is also in the child's log file (pexpect's
-    ``logfile_read``).  ``plock`` serialises access to the pexpect child with
-    the code that signals and reaps it.
+    reading.  Everything read is also in the child's log file
+    (``logfile_read``).  ``plock`` serialises access to the child with the
+    code that signals and reaps it.
     """
 
-    def __init__(self, child: Any, name: str, plock: threading.RLock) -> None:
+    def __init__(self, child: PtyChild, name: str, plock: threading.RLock) -> None:
         self.child = child
         self.name = name
         self.t0 = time.monotonic()
@@ -59,8 +59,6 @@ class ConsoleWatch:
             self._thread.join(timeout)
 
     def _watch(self) -> None:
-        import pexpect  # type: ignore[import-untyped]
-
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         fd = self.child.child_fd
         try:
@@ -76,10 +74,8 @@ class ConsoleWatch:
                 try:
                     with self._plock:
                         try:
-                            data = self.child.read_nonblocking(65536, timeout=0)
-                        except pexpect.TIMEOUT:
-                            continue
-                        except (pexpect.EOF, OSError, ValueError):
+                            data = self.child.read(65536)
+                        except (EOFError, OSError, ValueError):
                             break
                     self.feed(decoder.decode(data))
                 finally:

@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from harness import cache, proc
 from harness.errors import HarnessTimeout, InfraError, InputError, StageError
@@ -77,9 +77,9 @@ class VM:
         self.console_log = cfg.console_log or cache.subdir("vm") / f"{self.name}-{os.getpid()}.console.log"
         self.port: int | None = None
         self.boot_info: BootInfo | None = None
-        self._child: Any = None
+        self._child: proc.PtyChild | None = None
         self._pid: int | None = None
-        self._plock = threading.RLock()  # the pexpect child: read, poll, signal, close
+        self._plock = threading.RLock()  # the QEMU child (proc.PtyChild): read, poll, signal, close
         self._watch: ConsoleWatch | None = None
         self._listener: QMPListener | None = None
         self._qmp: QMP | None = None

@@ -222,11 +222,18 @@ def pool(config: pytest.Config) -> KernelPool:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
-    """Note the test done once every phase is reported (a signal's KeyboardInterrupt skips this);
-    keep the guest commands it sent (its trace) in the records."""
+    """Note the test done once every phase is reported, unless a signal came (SIGINT, SIGTERM: the
+    session stops); keep the guest commands it sent (its trace) in the records."""
+    records = pool(item.config).records
+    if records.interrupted:
+        raise KeyboardInterrupt  # a signal whose KeyboardInterrupt something caught before this test
     recorder = item.stash[_RECORDER] = Recorder(nodeid=item.nodeid, test_file=str(item.path))
     result = yield
-    records = pool(item.config).records
+    if records.interrupted:
+        # The signal came during this test.  Its KeyboardInterrupt may have been replaced by an
+        # error of the test's own cleanup (a `finally:` that talks to the killed VM): this test has
+        # no result (it is not done), and pytest stops here all the same.
+        raise KeyboardInterrupt
     if needs_kernel(item):
         records.traces[item.nodeid] = recorder.trace(records.tests.get(item.nodeid, ""), behaviour(item),
                                                      docstring(item))
