@@ -16,6 +16,7 @@ exec channels (:mod:`harness.machine.ssh`).
 
 from __future__ import annotations
 
+import contextlib
 import select
 import shlex
 import time
@@ -140,7 +141,9 @@ class Shell:
         select.select([chan], [], [], min(left, 0.5))
 
     def close(self) -> None:
-        self.chan.close()
+        """Close the channel; never raises (the guest may be gone: rebooted, crashed, killed)."""
+        with contextlib.suppress(EOFError, OSError, paramiko.SSHException):
+            self.chan.close()
 
 
 def kill_children_script(pid: int) -> str:

@@ -22,6 +22,7 @@ commands with input, or whose output is streamed, get an exec channel.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
@@ -219,7 +220,8 @@ class Guest:
         if shell is not None:
             shell.close()
         if t is not None:
-            t.close()
+            with contextlib.suppress(EOFError, OSError, paramiko.SSHException):  # the guest may be gone
+                t.close()
 
     def close(self) -> None:
         with self._lock:

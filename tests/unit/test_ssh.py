@@ -512,3 +512,13 @@ def test_connections_send_without_nagle_delay(guest: ssh.Guest) -> None:
     sock = guest.connection("root").sock
     assert isinstance(sock, socket.socket)
     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+def test_closing_a_guest_whose_connection_died_under_it_does_not_raise(guest: ssh.Guest) -> None:
+    """The guest rebooted or QEMU died: the socket is gone before paramiko noticed.  Closing the
+    shell and the connection (as VM.stop does) must not raise (paramiko raises EOFError)."""
+    guest.run("echo warm")
+    transport = guest._transports["root"]
+    transport.sock.shutdown(socket.SHUT_RDWR)
+    guest.close()
+    assert not guest._transports and not guest._shells

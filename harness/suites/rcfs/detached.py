@@ -1,9 +1,8 @@
-"""Run a long guest shell script while watching the kernel console for a panic, Oops or BUG.
+"""Run a long guest shell script while watching the kernel console for a kernel report.
 
-At the first such report the VM (in an unknown state) is thrown away and
-the test fails at once, instead of waiting for a script that may hang on a
-lock the dead task held.  A lockdep report or a warning lets the script
-end (the plugin then fails the test on it), as for any test.
+At the first report (panic, Oops, BUG, warning, lockdep: ``REPLACE_KINDS``)
+the VM, in an unknown state, is thrown away and the test fails at once,
+instead of waiting for a script that may hang on a lock the dead task held.
 
 * :func:`run_detached` (test_stress.py, test_race.py): the script runs in
   its own session (``setsid``), so one ``kill -9 -PGID`` stops every loop

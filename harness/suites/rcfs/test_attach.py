@@ -141,8 +141,10 @@ def test_saved_uid_matches_writer(rcfs: Rcfs) -> None:
              "&& chown alice /tmp/suid-alice/busybox && chmod 4755 /tmp/suid-alice/busybox")
     try:
         pid = guest.spawn("/tmp/suid-alice/busybox sleep 100000", user="bob")
-        guest.sh(f"while [ \"$(readlink /proc/{pid}/exe)\" != /tmp/suid-alice/busybox ]; "
-                 "do usleep 10000; done", timeout=20)
+        # busybox drops its effective uid as it starts, after the exec: wait until the applet
+        # sleeps (in nanosleep), not only until the exec has happened
+        guest.sh(f"while [ \"$(readlink /proc/{pid}/exe)\" != /tmp/suid-alice/busybox ] || "
+                 f"! grep -q nanosleep /proc/{pid}/wchan; do usleep 10000; done", timeout=20)
         alice, bob = USERS["alice"], USERS["bob"]
         assert uids(guest, pid) == [bob, bob, alice, bob]
         writable_for(guest, c, "alice")

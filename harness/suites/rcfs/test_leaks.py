@@ -168,10 +168,9 @@ class Case:
     inside: bool = False  # the script's shell works from {a}/c (its children start there)
 
 
-# In this order: on the posted series the first umount or rmdir of a boot gets a
-# lockdep report (a posted bug the stress test shows; lockdep then turns itself
-# off), which falls on mount-umount; tasks-open-close, which leaks nothing there,
-# runs next in the same boot.  A case that fails an operation gets the next a new VM.
+# On the posted series the first umount or rmdir of a boot gets a lockdep report (the
+# circular dependency of manage_mutex and a directory's i_mutex): every case that removes a
+# container or unmounts shows it, and each case after a kernel report gets a new VM.
 CASES = {
     "mount-umount": Case(
         "mount and umount of a hierarchy",
@@ -210,6 +209,8 @@ _LEFT = "a task that left a container leaves a reference to its nsproxy behind: 
 POSTED_BUGS = {
     "mount-umount": "every mount takes a reference to init_nsproxy that nothing drops",
     "mkdir-rmdir": "every container's nsproxy is leaked (size-128, allocated by dup_namespaces)",
+    "tasks-open-close": "the first rmdir of a boot takes manage_mutex under the directory's i_mutex, the "
+                        "reverse of mount's order: lockdep reports a circular locking dependency",
     "attach-move-back": "each move leaks a reference to the task's old nsproxy (init_nsproxy.count grows); "
                         + _LEFT,
     "attach-two-hierarchies": _LEFT,
