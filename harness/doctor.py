@@ -183,11 +183,11 @@ def install_command(packages: tuple[str, ...]) -> str:
     return " && ".join(parts) + note
 
 
-def install(packages: tuple[str, ...]) -> None:
+def install(packages: tuple[str, ...], out: Callable[[str], None] = print) -> None:
     """Install Debian packages (root only).  A failing index update is tolerated.
 
     The multilib package is named only after ``apt-get update``, from the gcc
-    apt is about to install (or the one installed).
+    apt is about to install (or the one installed); ``out`` gets the list apt is given.
     """
     if any(p.endswith(":i386") for p in packages):
         proc.run(["dpkg", "--add-architecture", "i386"], what="dpkg --add-architecture")
@@ -196,7 +196,9 @@ def install(packages: tuple[str, ...]) -> None:
     if MULTILIB in packages:
         raise ToolMissing("cannot tell which gcc apt installs (`apt-cache depends gcc` names no gcc-N), "
                           f"so not which {MULTILIB}: install gcc first")
-    proc.run(["apt-get", "install", "-y", "-qq", *sorted(set(packages))],
+    names = sorted(set(packages))
+    out(f"installing: {' '.join(names)}")
+    proc.run(["apt-get", "install", "-y", "-qq", *names],
              env={"DEBIAN_FRONTEND": "noninteractive"}, what="apt-get install")
 
 
@@ -204,8 +206,7 @@ def run(do_install: bool = False, out: Callable[[str], None] = print) -> int:
     checks = [check() for check in CHECKS]
     missing = tuple(p for c in checks if not c.ok for p in c.packages)
     if missing and do_install and os.geteuid() == 0:
-        out(f"installing: {' '.join(sorted(set(missing)))}")
-        install(missing)
+        install(missing, out)
         checks = [check() for check in CHECKS]
         missing = tuple(p for c in checks if not c.ok for p in c.packages)
     for c in checks:
