@@ -51,6 +51,7 @@ from harness.machine.vm import VM, ConsoleEvent, live_vms
 from harness.plugin.guest import GuestSession, Rcfs
 from harness.plugin.kernels import KernelPool, NotRun
 from harness.plugin.recorder import Recorder
+from harness.plugin.specs import cell_spec, in_cell, marked_config, needs_kernel, spec_for
 from harness.results import ERROR_KINDS
 from harness.results.junit import PROP_CONSOLE, PROP_ERROR_KIND, PROP_KERNEL_LOG, PROP_NODEID, PROP_NOT_RUN
 from harness.run import kept
@@ -61,7 +62,10 @@ CHECKED_KINDS = frozenset({"panic", "oops", "bug", "warning", "lockdep"})
 # ("BUG: at fork.c:117 __put_task_struct()") come before the corruption (a task freed while in use
 # oopsed in an RCU callback during a later test), and lockdep turns itself off after its first report.
 REPLACE_KINDS = CHECKED_KINDS
-KERNEL_FIXTURES = frozenset({"guest", "rcfs", "kernel_vm"})
+# What stops a long guest script at once (suites/rcfs/detached.py).  A lockdep report is a possible
+# deadlock, not a crash: the script runs on, so the test still states its own finding (a leak, a
+# race) instead of only the first rmdir's report of a fresh debug VM; the report fails it afterwards.
+STOP_KINDS = REPLACE_KINDS - {"lockdep"}
 
 _MARK: pytest.StashKey[int] = pytest.StashKey()
 _VM: pytest.StashKey[VM] = pytest.StashKey()
@@ -140,49 +144,6 @@ def _install_signal_handlers(config: pytest.Config) -> None:
     config.stash[_HANDLERS] = (on_signal, previous)
 
 
-def _overrides(pairs: dict[str, Any] | list[str] | tuple[str, ...]) -> tuple[str, ...]:
-    """``SYMBOL=VALUE`` strings in one order (by symbol), from a ``set=`` dict or option strings."""
-    if isinstance(pairs, dict):
-        items = [(str(k), str(v)) for k, v in pairs.items()]
-    else:
-        items = [(k, v) for k, _, v in (p.partition("=") for p in pairs)]
-    return tuple(f"{k}={v}" for k, v in sorted(items))
-
-
-def spec_for(item: pytest.Item) -> KernelSpec:
-    config = item.config
-    marker = item.get_closest_marker("kernel")
-    kwargs: dict[str, Any] = dict(marker.kwargs) if marker else {}
-    return KernelSpec(
-        config=kwargs.get("config") or config.getoption("--kernel-config"),
-        series=kwargs.get("series") or config.getoption("--kernel-series"),
-        overrides=_overrides(kwargs.get("set") or {}),
-        kernel_src=config.getoption("--kernel-src"),
-    )
-
-
-def cell_spec(config: pytest.Config) -> KernelSpec:
-    """The one kernel of a ``--kernel-cell`` session."""
-    return KernelSpec(config=config.getoption("--kernel-config"), series=config.getoption("--kernel-series"),
-                      overrides=_overrides(config.getoption("--kernel-set")),
-                      kernel_src=config.getoption("--kernel-src"))
-
-
-def needs_kernel(item: pytest.Item) -> bool:
-    return bool(KERNEL_FIXTURES & set(getattr(item, "fixturenames", ())))
-
-
-def _marked_config(item: pytest.Item) -> str:
-    marker = item.get_closest_marker("kernel")
-    return (marker.kwargs.get("config") if marker else None) or "default"
-
-
-def in_cell(item: pytest.Item, config: pytest.Config) -> bool:
-    """Does ``item`` run on exactly the kernel of the ``--kernel-cell`` session (config, series, set=)?"""
-    return (needs_kernel(item) and _marked_config(item) == config.getoption("--kernel-config")
-            and spec_for(item) == cell_spec(config))
-
-
 @pytest.hookimpl(trylast=True)  # after -k/-m: overrides only of tests the user selected
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
                                   items: list[pytest.Item]) -> None:
@@ -195,7 +156,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         deselected = [it for it in items if not in_cell(it, config)]
         for it in deselected:
             spec = spec_for(it) if needs_kernel(it) else None
-            if (spec is not None and _marked_config(it) == cell.config and spec.series == cell.series
+            if (spec is not None and marked_config(it) == cell.config and spec.series == cell.series
                     and spec.overrides != cell.overrides
                     and list(spec.overrides) not in records.other_overrides):
                 records.other_overrides.append(list(spec.overrides))
@@ -262,10 +223,22 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, object, object]:
     return (yield)
 
 
+class KernelReported(AssertionError):
+    """A test whose own statements passed, during which the kernel reported a problem.
+
+    Raised in the call phase itself, so that pytest judges it as the test's failure (a
+    ``posted_bug`` that shows only as a kernel report is an expected failure, not an XPASS).
+    """
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
     _phase(item, "call")
-    return (yield)
+    result = yield  # the test's own failure, if any, goes through here first
+    events = kernel_reports(item)
+    if events:
+        raise KernelReported(f"kernel reported {len(events)} problem(s) during the test")
+    return result
 
 
 @pytest.hookimpl(wrapper=True)
@@ -417,15 +390,18 @@ def pytest_runtest_makereport(
                 pool(item.config).discard()
     if call.when == "call":
         crashed = False
+        error = call.excinfo.value if call.excinfo is not None else None
         if vm is not None:
             events = kernel_reports(item)
             item.stash[_CALL_END] = vm.mark()
-            if events and report.outcome != "skipped":
+            own = error is not None and not isinstance(error, KernelReported)
+            if events and report.outcome != "skipped" and not own:
+                # (a test that failed on its own keeps its own failure: the kernel log goes beside
+                # it, so a report that comes first in every VM, as lockdep's, hides nothing)
                 text = "\n\n".join(f"{e}\n{e.excerpt}" for e in events)
                 report.outcome = "failed"
                 report.longrepr = f"kernel reported {len(events)} problem(s) during the test:\n{text}"
             crashed = any(e.kind in REPLACE_KINDS for e in events)
-        error = call.excinfo.value if call.excinfo is not None else None
         # a kernel crash is the kernel's verdict, whatever error the test then met
         if isinstance(error, HarnessError) and not crashed:
             _add_property(item, report, PROP_ERROR_KIND, error.kind)

@@ -5,7 +5,11 @@ Each failing test gets a *signature*, the first of:
 1. a kernel report during the test (oops, BUG, warning, lockdep, panic):
    ``kernel`` + the report's kind + the first function of its EIP and call
    trace that the posted patch defines (else the EIP's function) -- tests
-   that crash the kernel in the same place are one bug, whatever they did;
+   that crash the kernel in the same place are one bug, whatever they did.
+   A lockdep report changes nothing the test sees, so a test that also
+   failed on its own (its statement raised) goes by the next rules: on a
+   fresh VM the first rmdir's lockdep report would otherwise make every
+   test of a debug kernel one bug;
 2. the failing step (the last guest command before the failure) failed with
    an errno or hung: the operation, what it was made on (a file's name, or
    "a directory") and the errno or ``TIMEOUT`` -- e.g. ``rmdir <dir> EBUSY``,
@@ -33,6 +37,8 @@ from harness.review.locate import Location, operation
 from harness.review.oops import KernelReport, SymbolMap, parse_reports
 
 _POSTED = re.compile(r"^posted patch: ")
+#: report kinds that do not change what the test sees (a possible deadlock, not a crash)
+SIDE_KINDS = frozenset({"lockdep"})
 
 
 @dataclass
@@ -59,6 +65,18 @@ class FailedTest:
         """The statement that failed, as pytest marks it (``>``) in the traceback ("" if none)."""
         return next((ln[1:].strip() for ln in (self.record.details or "").splitlines()
                      if ln.startswith(">") and ln[1:].strip()), "")
+
+    @property
+    def failed_on_its_own(self) -> bool:
+        """The test's own statement raised (not only the plugin's check of the kernel log)."""
+        trace = self.trace
+        return trace is not None and trace.failed_phase == "call" and trace.failed_line is not None
+
+    @property
+    def kernel_decides(self) -> bool:
+        """Its kernel report is the bug it shows (see the module docstring)."""
+        return bool(self.reports) and not (
+            self.failed_on_its_own and all(r.kind in SIDE_KINDS for r in self.reports))
 
     @property
     def failing_step(self) -> GuestCommand | None:
@@ -117,7 +135,7 @@ def _normal_target(op: str, path: str | None) -> str:
 def signature(test: FailedTest, patch_functions: set[str], symbols: SymbolMap | None = None
               ) -> tuple[str, ...]:
     """The test's signature (see the module docstring)."""
-    if test.reports:
+    if test.kernel_decides:
         report = test.reports[0]
         frames = [symbols.symbolize(f) if symbols else f for f in report.frames]
         names = [f.function for f in frames if f.function and (f.offset or 0) < 0x100000]  # not garbage
@@ -172,6 +190,6 @@ def group(tests: list[FailedTest], patch_functions: set[str],
         if bug is None:
             bug = bugs[root(i)] = Bug(sig, describe(sig, test), [])
         bug.tests.append(test)
-        if test.reports and bug.report is None:
+        if test.kernel_decides and bug.report is None:
             bug.report, bug.report_test = test.reports[0], test
     return list(bugs.values())

@@ -158,7 +158,8 @@ def _happened(bug: Bug, test: FailedTest) -> list[str]:
         out += [f"    {line}".rstrip() for line in message.splitlines()[:4] if line.strip()]
     report = bug.report if bug.report_test is test else (test.reports[0] if test.reports else None)
     if report is not None:
-        out.append("  the kernel reported:")
+        out.append("  the kernel reported:" if test.kernel_decides else
+                   f"  the kernel also reported ({report.kind}, not what this test states):")
         lines = [re.sub(r"/\S+?/src/", "", line) for line in report.text.splitlines()]
         out += [f"    {line}".rstrip() for line in lines[:MAX_REPORT_LINES]]
         if len(lines) > MAX_REPORT_LINES:
@@ -178,7 +179,7 @@ def _expected(test: FailedTest) -> list[str]:
         out.append(f"  the test asserts: {source}")
     if values and values != source:
         out.append(f"  (with the values seen: {values})")
-    if test.reports:
+    if test.kernel_decides:
         out.append(_wrap("the kernel must report no problem (the harness fails a test during which it "
                          "reports an oops, BUG, warning or lockdep report)", "  "))
     return out or ["  (the test states no more than its name)"]

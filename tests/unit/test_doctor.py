@@ -118,7 +118,7 @@ def test_install_on_a_machine_without_a_compiler(machine: FakeMachine) -> None:
     update = machine.ran.index(("apt-get", "update", "-qq"))
     assert update < machine.ran.index(installs[0])
     announced = [line.split()[1:] for line in lines if line.startswith("installing: ")]
-    assert announced == [[a for a in installs[0][2:] if not a.startswith("-")]]  # what apt got, no placeholder
+    assert announced == [[a for a in installs[0][2:] if not a.startswith("-")]]  # what apt got
 
 
 def test_debian_12_gets_gcc_12_multilib(machine: FakeMachine) -> None:

@@ -13,6 +13,7 @@ from harness.results.guestlog import GuestCommand, TestTrace
 from harness.results.records import TestRecord
 from harness.review import bugs, diff
 from harness.review.locate import for_operation, operation
+from harness.review.oops import parse_reports
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "review"
 POSTED = diff.parse_diff((resources.shipped("patches") / "rcfs" / "0001-rcfs-core-patch.patch").read_text())
@@ -137,3 +138,29 @@ def test_tests_stating_the_same_behaviour_are_one_bug_whatever_their_failing_ste
     grouped = bugs.group(tests, set())
     assert [[t.nodeid for t in b.tests] for b in grouped] == [["t.py::a", "t.py::b", "t.py::c"], ["t.py::d"]]
     assert grouped[0].title == "leak"
+
+
+def test_a_lockdep_report_does_not_swallow_a_test_that_failed_on_its_own() -> None:
+    """On a fresh debug VM the first rmdir's lockdep report comes in every test: the tests whose own
+    statement failed stay apart, each its own bug; one failed only by the report is the lockdep bug."""
+    lockdep = ("lockdep: [ INFO: possible circular locking dependency detected ]\n"
+               " (manage_mutex){--..}, at: [<c0132cc0>] rcfs_rmdir+0x20/0x170")
+    oops = ("oops: invalid opcode: 0000 [#1]\nEIP is at copy_to_user+0x30/0x40\n"
+            " [<c012af8d>] rcfs_tasks_read+0x4d/0x70")
+
+    def test(name: str, own: bool, excerpt: str, stdout: str = "") -> bugs.FailedTest:
+        step = GuestCommand("probe", "rcfs-probe slab", exit_status=0, stdout=stdout, line=10)
+        trace = TestTrace(name, "k", f"posted patch: {name} leaks" if own else "", [step], "call", 1,
+                          kernel_report=True, failed_line=10 if own else None)
+        record = TestRecord(id=name, build_id="b", path=name, status="FAIL", kernel_log_excerpt=excerpt,
+                            message="assert 196 <= 8" if own else "kernel reported 1 problem(s)")
+        return bugs.FailedTest(record, "k", trace, parse_reports(excerpt))
+
+    tests = [test("t.py::leak_mkdir", True, lockdep), test("t.py::leak_move", True, lockdep),
+             test("t.py::open_close", False, lockdep), test("t.py::read", True, oops)]
+    assert [t.kernel_decides for t in tests] == [False, False, True, True]
+    grouped = bugs.group(tests, {"rcfs_rmdir", "rcfs_tasks_read"})
+    assert [(b.signature[0], [t.nodeid for t in b.tests]) for b in grouped] == [
+        ("behaviour", ["t.py::leak_mkdir"]), ("behaviour", ["t.py::leak_move"]),
+        ("kernel", ["t.py::open_close"]), ("kernel", ["t.py::read"])]  # an oops decides, whatever else
+    assert [b.report is not None for b in grouped] == [False, False, True, True]

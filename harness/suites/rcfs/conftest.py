@@ -12,7 +12,7 @@ import functools
 import pytest
 
 from harness.kernel.patches import load_series
-from harness.plugin import spec_for
+from harness.plugin.specs import spec_for
 
 
 @functools.cache
