@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
+from types import FrameType
 
 from harness.results.guestlog import MAX_OUTPUT, GuestCommand, Phase, TestTrace
 
@@ -62,13 +64,23 @@ class Recorder:
         return len(self.commands) - 1
 
     def test_line(self) -> int | None:
-        """The line the test function is at: its frame is the outermost of the test's module."""
+        """The line the test function is at: its frame is the outermost of the test's module.
+
+        A command sent from a helper thread (a long script run while the test's thread watches
+        the console) has no test frame of its own: the test's thread is at the line that started it.
+        """
+        line = self._line_in(sys._getframe(1))
+        if line is None and threading.current_thread() is not threading.main_thread():
+            main = sys._current_frames().get(threading.main_thread().ident or -1)
+            line = self._line_in(main) if main is not None else None
+        return line
+
+    def _line_in(self, frame: FrameType | None) -> int | None:
         line = None
-        frame = sys._getframe(1)
         while frame is not None:
             if self.test_file and frame.f_code.co_filename == self.test_file:
                 line = frame.f_lineno
-            frame = frame.f_back  # type: ignore[assignment]
+            frame = frame.f_back
         return line
 
     def set_pid(self, index: int, pid: int) -> None:

@@ -123,6 +123,11 @@ class TestTrace:
     def failed(self) -> bool:
         return self.failed_phase is not None
 
+    @property
+    def failed_on_its_own(self) -> bool:
+        """The test's own statement raised (not only the plugin's check of the kernel log)."""
+        return self.failed_phase == "call" and self.failed_line is not None
+
     def failing_index(self) -> int | None:
         """The index of the command the test failed at: the last one sent before the failure.
 

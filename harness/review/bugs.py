@@ -69,8 +69,7 @@ class FailedTest:
     @property
     def failed_on_its_own(self) -> bool:
         """The test's own statement raised (not only the plugin's check of the kernel log)."""
-        trace = self.trace
-        return trace is not None and trace.failed_phase == "call" and trace.failed_line is not None
+        return self.trace is not None and self.trace.failed_on_its_own
 
     @property
     def kernel_decides(self) -> bool:

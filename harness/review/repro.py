@@ -226,7 +226,8 @@ def script(trace: TestTrace, *, kernel: str = "", run_hint: str = "", assertion:
         label = f"step {step.number}" + (f" ({cmd.phase})" if cmd.phase != "call" else "")
         out.append(_comment(f"{label}: {cmd.command}" if "\n" not in cmd.command else f"{label}:"))
         if step is failing:
-            out += _failing(step, pids, hang_seconds, judge_output=not trace.kernel_report)
+            judge = not trace.kernel_report or trace.failed_on_its_own  # else the report was the failure
+            out += _failing(step, pids, hang_seconds, judge_output=judge)
             break
         out += _plain(step, pids)
         out.append(f"kcheck {step.number}")

@@ -180,3 +180,17 @@ def test_the_failing_step_is_the_one_of_the_failing_line_not_a_finally_cleanup()
     assert trace.failing_index() == 1
     lines_unknown = TestTrace("t.py::f", commands=trace.commands, failed_phase="call", failed_after=3)
     assert lines_unknown.failing_index() == 2  # without a line: the last command
+
+
+def test_a_command_sent_from_a_helper_thread_notes_the_line_the_test_waits_at() -> None:
+    """A long script runs in a thread while the test's thread watches the console: the script is the
+    step of the line that started it, so a later assert fails at it (and the reproducer replays it)."""
+    rec = Recorder(nodeid="t.py::f", phase="call", test_file=__file__)
+    # the thread runs only code of other modules (as detached.py's does); the test's thread is on
+    # this one line whether the command is sent during start() or join()
+    worker = threading.Thread(target=rec.add, args=("run", "long script"), kwargs={"started": 0.0})
+    worker.start(); worker.join(); line = sys._getframe().f_lineno  # noqa: E702
+    rec.failed("call", line=line + 2)  # an assert below, on the script's output
+    trace = rec.trace()
+    assert [c.line for c in trace.commands] == [line]
+    assert trace.failing_index() == 0

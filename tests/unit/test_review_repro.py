@@ -199,6 +199,18 @@ def test_a_test_failed_by_a_kernel_report_is_judged_by_the_kernel_log_only(guest
     assert guest.run(text)[0] == 1
 
 
+def test_a_test_that_failed_on_its_own_beside_a_kernel_report_is_judged_by_its_output(guest: Guest) -> None:
+    """A leak test on the posted debug kernel: lockdep reported at the first rmdir, and the test then
+    failed at its own line on the counters it read: the output is still what tells."""
+    report = "".join(f"slab-{n} {n * 7}\n" for n in range(repro.MAX_COMPARED_LINES + 1))
+    read = GuestCommand("run", "rcfs-probe read /proc/slabinfo", exit_status=0, stdout=report, line=12)
+    trace = TestTrace("t.py::f", commands=[read],
+                      failed_phase="call", failed_after=1, kernel_report=True, failed_line=14)
+    guest.probe_out["read"] = (report, 0)
+    code, out = guest.run(repro.script(trace))
+    assert code == 2 and "cannot tell: the test judged the output of step 1 on the host" in out
+
+
 def test_harness_repro_prints_the_script_of_a_recorded_test(tmp_path: Path) -> None:
     cell = tmp_path / "cells" / "rcfs-testss-default"
     cell.mkdir(parents=True)
