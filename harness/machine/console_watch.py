@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import fcntl
 import logging
+import re
 import select
 import struct
 import termios
@@ -14,6 +15,11 @@ from collections.abc import Callable
 
 from harness.machine.console import ConsoleEvent, Scanner, excerpt, normalize_line
 from harness.proc import PtyChild
+
+#: what :meth:`VM.sync_console <harness.machine.vm.VM.sync_console>` has the guest print; taken
+#: in by the watcher (as the newest sync seen), never kept as a console line
+SYNC_MARKER = "harness-console-sync"
+_SYNC = re.compile(re.escape(SYNC_MARKER) + r" (\d+)")
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +55,7 @@ class ConsoleWatch:
         self._scanner = Scanner()
         self._milestones: dict[str, float] = {}
         self._events: list[tuple[str, int, str]] = []
+        self._synced = 0  # the newest SYNC_MARKER number seen
         self._thread = threading.Thread(target=self._watch, name=f"{name}-console", daemon=True)
 
     def start(self) -> None:
@@ -100,6 +107,10 @@ class ConsoleWatch:
             now = time.monotonic() - self.t0
             for raw in parts:
                 line = normalize_line(raw)
+                sync = _SYNC.search(line)
+                if sync is not None:
+                    self._synced = max(self._synced, int(sync.group(1)))
+                    continue
                 self._lines.append(line)
                 new, event = self._scanner.feed(line)
                 for name in new:
@@ -141,6 +152,10 @@ class ConsoleWatch:
                 if left <= 0:
                     return False
                 self.cond.wait(min(left, 0.01))
+
+    def wait_synced(self, number: int, deadline: float) -> bool:
+        """Wait until the guest's sync marker ``number`` has come through (see :data:`SYNC_MARKER`)."""
+        return self.wait_for(lambda: self._synced >= number, deadline)
 
     # -- queries ------------------------------------------------------------------
 

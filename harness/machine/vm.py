@@ -44,7 +44,7 @@ from harness.machine.console import (
     read_console,
     scan_console,
 )
-from harness.machine.console_watch import ConsoleWatch
+from harness.machine.console_watch import SYNC_MARKER, ConsoleWatch
 from harness.machine.qemu import QEMU, VMConfig, free_port, qemu_argv
 from harness.machine.qmp import QMP, QMPError, QMPListener
 from harness.machine.ssh import CommandResult, Guest, SSHGuestDown, SSHTimeout
@@ -85,6 +85,7 @@ class VM:
         self._qmp: QMP | None = None
         self._guest: Guest | None = None
         self._ssh_ok = False
+        self._syncs = itertools.count(1)
         self._exitstatus: int | None = None
         self._reaped = False
 
@@ -310,9 +311,26 @@ class VM:
         """Run ``cmd`` as ``user`` (see :meth:`Guest.run <harness.machine.ssh.Guest.run>`)."""
         return self.ssh.run(cmd, user=user, timeout=timeout, check=check, input=input, fresh=fresh)
 
-    def sync_console(self, timeout: float = 1.0) -> bool:
-        """Wait until what the guest printed so far is in :meth:`events_since` (see ConsoleWatch.sync)."""
-        return True if self._watch is None else self._watch.sync(timeout)
+    def sync_console(self, timeout: float = 5.0) -> bool:
+        """Wait until what the guest printed so far is in :meth:`events_since`.
+
+        It ends on a signal: the guest prints a numbered marker to its console
+        (/dev/kmsg), after everything it printed before, and the marker has
+        come through.  A pty hands data on through a kernel work queue, so an
+        empty pty alone (``ConsoleWatch.sync``, the fallback for a guest that
+        cannot run a command) could come before the last lines on a loaded host.
+        """
+        if self._watch is None:
+            return True
+        if not self._ssh_ok or self.crashed() or not self.alive():
+            return self._watch.sync(min(timeout, 1.0))
+        number = next(self._syncs)
+        deadline = time.monotonic() + timeout
+        try:
+            self.ssh.run(f"echo '{SYNC_MARKER} {number}' > /dev/kmsg", timeout=timeout)
+        except (InfraError, OSError, EOFError):
+            return self._watch.sync(min(timeout, 1.0))
+        return self._watch.wait_synced(number, deadline)
 
     def mark(self) -> int:
         """A position in the console (a line count) for :meth:`console_since`."""

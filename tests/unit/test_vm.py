@@ -15,8 +15,10 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
+from typing import cast
 
 import paramiko
 import pytest
@@ -24,6 +26,8 @@ import pytest
 from harness import cache, image
 from harness.errors import InfraError, InputError, StageError, ToolMissing
 from harness.machine import vm
+from harness.machine.console_watch import SYNC_MARKER, ConsoleWatch
+from harness.proc import PtyChild
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "console"
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -502,3 +506,15 @@ def test_no_orphan_after_sigterm_or_interpreter_exit(tmp_path: Path, fake_qemu: 
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_sync_marker_is_taken_in_but_never_kept_as_a_console_line() -> None:
+    """VM.sync_console has the guest print a numbered marker after everything before it: the watcher
+    notes the newest number and keeps the console as the guest printed it otherwise."""
+    watch = ConsoleWatch(cast(PtyChild, None), "t", threading.RLock())
+    watch.feed("WARNING: at kernel/rcfs.c:1 probe()\n")
+    assert not watch.wait_synced(1, time.monotonic())  # not seen yet: no waiting past the deadline
+    watch.feed(f"{SYNC_MARKER} 1\r\nlater\n")
+    assert watch.wait_synced(1, time.monotonic()) and not watch.wait_synced(2, time.monotonic())
+    assert watch.since(0).splitlines() == ["WARNING: at kernel/rcfs.c:1 probe()", "later"]
+    assert [e.kind for e in watch.events_since(0)] == ["warning"]
