@@ -6,8 +6,11 @@ import atexit
 import os
 import signal
 import threading
+from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
+
+from harness import cache, proc
 
 
 class Killable(Protocol):
@@ -64,3 +67,10 @@ def _install() -> None:
             _prev_sigterm = prev
             signal.signal(signal.SIGTERM, _on_sigterm)
     _installed = True
+
+
+def running_qemus(root: Path | None = None) -> list[str]:
+    """Command lines of the QEMU processes started from this cache (for leak checks)."""
+    result = proc.run(["pgrep", "-a", "-f", "qemu-system-i386"], check=False)
+    needle = str(root or cache.root())
+    return [line for line in result.stdout.splitlines() if needle in line]

@@ -47,6 +47,7 @@ from harness.machine.console import (
 from harness.machine.console_watch import SYNC_MARKER, ConsoleWatch
 from harness.machine.qemu import QEMU, VMConfig, free_port, qemu_argv
 from harness.machine.qmp import QMP, QMPError, QMPListener
+from harness.machine.registry import running_qemus
 from harness.machine.ssh import CommandResult, Guest, SSHGuestDown, SSHTimeout
 
 __all__ = ["QEMU", "BootError", "BootInfo", "ConsoleEvent", "ConsoleVerdict", "VM", "VMConfig",
@@ -312,14 +313,9 @@ class VM:
         return self.ssh.run(cmd, user=user, timeout=timeout, check=check, input=input, fresh=fresh)
 
     def sync_console(self, timeout: float = 5.0) -> bool:
-        """Wait until what the guest printed so far is in :meth:`events_since`.
-
-        It ends on a signal: the guest prints a numbered marker to its console
-        (/dev/kmsg), after everything it printed before, and the marker has
-        come through.  A pty hands data on through a kernel work queue, so an
-        empty pty alone (``ConsoleWatch.sync``, the fallback for a guest that
-        cannot run a command) could come before the last lines on a loaded host.
-        """
+        """Wait until what the guest printed so far is in :meth:`events_since`: on a signal, a
+        numbered marker the guest prints after it (/dev/kmsg).  A pty hands data on through a
+        work queue, so an empty pty (``ConsoleWatch.sync``, the fallback) can come too early."""
         if self._watch is None:
             return True
         if not self._ssh_ok or self.crashed() or not self.alive():
@@ -456,9 +452,3 @@ class VM:
 def live_vms() -> list[VM]:
     return [vm for vm in registry.live() if isinstance(vm, VM)]
 
-
-def running_qemus(root: Path | None = None) -> list[str]:
-    """Command lines of the QEMU processes started from this cache (for leak checks)."""
-    result = proc.run(["pgrep", "-a", "-f", "qemu-system-i386"], check=False)
-    needle = str(root or cache.root())
-    return [line for line in result.stdout.splitlines() if needle in line]
