@@ -53,6 +53,8 @@ _EVENT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 FATAL_KINDS = frozenset({"panic", "oops", "bug", "init-failed"})
 CRASH_KINDS = frozenset({"panic", "oops", "bug"})
+#: reports that change nothing a test sees (lockdep: a possible deadlock, not a crash)
+SIDE_KINDS = frozenset({"lockdep"})
 #: an oops line this close after an oops/BUG line is the same report
 _SAME_REPORT_LINES = 8
 EXCERPT_BEFORE = 2

@@ -47,6 +47,7 @@ from typing import Any, Literal
 import pytest
 
 from harness.errors import HarnessError, InfraError, InputError
+from harness.machine.console import SIDE_KINDS
 from harness.machine.vm import VM, ConsoleEvent, live_vms
 from harness.plugin.guest import GuestSession, Rcfs
 from harness.plugin.kernels import KernelPool, NotRun
@@ -62,10 +63,10 @@ CHECKED_KINDS = frozenset({"panic", "oops", "bug", "warning", "lockdep"})
 # ("BUG: at fork.c:117 __put_task_struct()") come before the corruption (a task freed while in use
 # oopsed in an RCU callback during a later test), and lockdep turns itself off after its first report.
 REPLACE_KINDS = CHECKED_KINDS
-# What stops a long guest script at once (suites/rcfs/detached.py).  A lockdep report is a possible
-# deadlock, not a crash: the script runs on, so the test still states its own finding (a leak, a
-# race) instead of only the first rmdir's report of a fresh debug VM; the report fails it afterwards.
-STOP_KINDS = REPLACE_KINDS - {"lockdep"}
+# What stops a long guest script at once (suites/rcfs/detached.py).  A lockdep report (SIDE_KINDS) is
+# a possible deadlock, not a crash: the script runs on, so the test still states its own finding (a
+# leak, a race) instead of only the first rmdir's report of a fresh debug VM; the report fails it after.
+STOP_KINDS = REPLACE_KINDS - SIDE_KINDS
 
 _MARK: pytest.StashKey[int] = pytest.StashKey()
 _VM: pytest.StashKey[VM] = pytest.StashKey()
@@ -394,10 +395,13 @@ def pytest_runtest_makereport(
         if vm is not None:
             events = kernel_reports(item)
             item.stash[_CALL_END] = vm.mark()
-            own = error is not None and not isinstance(error, KernelReported)
+            # a crash or a warning is the kernel's verdict, whatever error the test then met; a
+            # lockdep report (a possible deadlock, which changes nothing the test sees) is not: a
+            # test that failed on its own keeps its failure, with the kernel log beside it, so the
+            # report that the posted patch prints in every fresh debug VM hides nothing
+            own = (error is not None and not isinstance(error, KernelReported)
+                   and all(e.kind in SIDE_KINDS for e in events))
             if events and report.outcome != "skipped" and not own:
-                # (a test that failed on its own keeps its own failure: the kernel log goes beside
-                # it, so a report that comes first in every VM, as lockdep's, hides nothing)
                 text = "\n\n".join(f"{e}\n{e.excerpt}" for e in events)
                 report.outcome = "failed"
                 report.longrepr = f"kernel reported {len(events)} problem(s) during the test:\n{text}"

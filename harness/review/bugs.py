@@ -31,14 +31,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from harness.machine.console import SIDE_KINDS
 from harness.results.guestlog import GuestCommand, TestTrace
 from harness.results.records import TestRecord
 from harness.review.locate import Location, operation
 from harness.review.oops import KernelReport, SymbolMap, parse_reports
 
 _POSTED = re.compile(r"^posted patch: ")
-#: report kinds that do not change what the test sees (a possible deadlock, not a crash)
-SIDE_KINDS = frozenset({"lockdep"})
 
 
 @dataclass
