@@ -8,6 +8,7 @@ kernel and skip, saying why, when none is available.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 import signal
@@ -430,6 +431,10 @@ def test_sync_console_waits_for_output_the_watcher_has_not_read(tmp_path: Path, 
         assert [e.kind for e in v.events_since(mark)] == ["warning"]
 
 
+def _booted(v: vm.VM) -> bool:
+    return "Linux version 2.6.20" in v.console_since(0)
+
+
 def test_several_vms_have_distinct_ports_and_logs(tmp_path: Path, fake_qemu: Path) -> None:
     cfg = _fake_cfg(tmp_path, fake_qemu, _log("clean-boot-vm.log"))
     a = vm.VM(dataclasses.replace(cfg, console_log=None), name="a")
@@ -439,6 +444,8 @@ def test_several_vms_have_distinct_ports_and_logs(tmp_path: Path, fake_qemu: Pat
         assert a.console_log.parent == cache.root() / "vm"
         assert {a, b} <= set(vm.live_vms())
         pids = [a._pid, b._pid]
+        for v in (a, b):  # the fake prints its boot when it gets to it: wait for that, not for luck
+            assert v.watch.wait_for(functools.partial(_booted, v), time.monotonic() + 60)
     assert all(p is not None and _gone(p) for p in pids)
     assert "Linux version 2.6.20" in vm.read_console(a.console_log)
 
