@@ -149,9 +149,12 @@ def safe_extract_tar(tarball: Path, dest: Path) -> list[str]:
         else:  # Python < 3.11.4: never chown to the archive's owners
             for ti in members:
                 ti.uid, ti.gid, ti.uname, ti.gname = os.getuid(), os.getgid(), "", ""
+        # tarfile.FilterError is as new as data_filter (3.11.4): Debian 12's Python 3.11.2 has
+        # neither, and an ``except tarfile.FilterError`` there is an AttributeError of its own
+        filter_errors = tuple(e for e in (getattr(tarfile, "FilterError", None),) if e is not None)
         try:
             tf.extractall(dest, members=members, **kwargs)  # type: ignore[arg-type]
-        except tarfile.FilterError as exc:
+        except filter_errors as exc:
             raise InputError(f"{tarball}: refused by tar filter: {_one_line(exc)}") from None
         except (tarfile.TarError, OSError, EOFError) as exc:
             if is_enospc(exc):

@@ -275,8 +275,12 @@ def _full_disk(*args: object, **kwargs: object) -> None:
     raise OSError(errno.ENOSPC, "No space left on device")
 
 
+@pytest.mark.parametrize("python", ["3.11.4+", "3.11.2"])
 def test_a_full_disk_while_unpacking_is_one_line_and_leaves_nothing(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, python: str) -> None:
+    if python == "3.11.2":  # Debian 12's Python: tarfile has no data_filter and no FilterError
+        for name in ("data_filter", "FilterError"):
+            monkeypatch.delattr(tarfile, name, raising=False)
     tarball = fake_tarball(tmp_path)
     monkeypatch.setattr(tarfile.TarFile, "extractall", _full_disk)
     with pytest.raises(DiskFull) as err:
