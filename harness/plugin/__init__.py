@@ -71,6 +71,7 @@ STOP_KINDS = REPLACE_KINDS - SIDE_KINDS
 _MARK: pytest.StashKey[int] = pytest.StashKey()
 _VM: pytest.StashKey[VM] = pytest.StashKey()
 _CALL_END: pytest.StashKey[int] = pytest.StashKey()
+_CALL_EVENTS: pytest.StashKey[list[ConsoleEvent]] = pytest.StashKey()
 _RECORDER: pytest.StashKey[Recorder] = pytest.StashKey()
 _POOL: pytest.StashKey[KernelPool] = pytest.StashKey()
 _HANDLERS: pytest.StashKey[tuple[Callable[[int, FrameType | None], None], dict[int, Any]]] = (
@@ -235,8 +236,10 @@ class KernelReported(AssertionError):
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
     _phase(item, "call")
-    result = yield  # the test's own failure, if any, goes through here first
-    events = kernel_reports(item)
+    try:
+        result = yield  # the test's own failure, if any, goes through here first
+    finally:  # one console sync per test: the report hook below takes these
+        item.stash[_CALL_EVENTS] = events = kernel_reports(item)
     if events:
         raise KernelReported(f"kernel reported {len(events)} problem(s) during the test")
     return result
@@ -393,7 +396,8 @@ def pytest_runtest_makereport(
         crashed = False
         error = call.excinfo.value if call.excinfo is not None else None
         if vm is not None:
-            events = kernel_reports(item)
+            events = item.stash.get(_CALL_EVENTS, None)
+            events = kernel_reports(item) if events is None else events
             item.stash[_CALL_END] = vm.mark()
             # a crash or a warning is the kernel's verdict, whatever error the test then met; a
             # lockdep report (a possible deadlock, which changes nothing the test sees) is not: a
